@@ -1,0 +1,1 @@
+"""The labelling app: projects, schemas, items, queues, quality control, learning and datasets."""

@@ -1,0 +1,1 @@
+"""The REST API (v1): DRF views, serializers, filters and token authentication."""

@@ -1,0 +1,23 @@
+"""URL routes of the REST API, mounted at /api/v1/."""
+
+from django.urls import path
+
+from labelling.api import items, projects
+
+urlpatterns = [
+    path("projects/", projects.ProjectListCreateApi.as_view(), name="api-projects"),
+    path("projects/<slug:slug>/", projects.ProjectDetailApi.as_view(), name="api-project"),
+    path(
+        "projects/<slug:slug>/schemas/",
+        projects.SchemaListCreateApi.as_view(),
+        name="api-project-schemas",
+    ),
+    path(
+        "projects/<slug:slug>/items/", items.ItemListImportApi.as_view(), name="api-project-items"
+    ),
+    path(
+        "projects/<slug:slug>/items/<int:item_id>/",
+        items.ItemDetailApi.as_view(),
+        name="api-project-item",
+    ),
+]

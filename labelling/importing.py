@@ -1,0 +1,588 @@
+"""Reading import files (JSONL, JSON, CSV) into normalised conversations, with line-exact errors.
+
+Nothing here touches the database: `iter_records` turns a byte stream into `(line, record)`
+pairs and `normalise` turns one record into a `ParsedItem` or raises `RowError`s. The stream is
+read in chunks, so memory stays flat in the size of the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+CHUNK_SIZE = 256 * 1024
+FORMATS = ("jsonl", "json", "csv")
+ROLES = ("system", "user", "assistant", "tool")
+# Other common spellings of the four roles (OpenAI "developer", ShareGPT "human"/"gpt").
+ROLE_ALIASES = {"developer": "system", "human": "user", "gpt": "assistant", "bot": "assistant"}
+CONSENT_VALUES = ("opt_in", "opt_out", "unknown")
+MESSAGE_EXTRA_KEYS = ("name", "tool_calls", "tool_call_id")
+LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
+MESSAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Record keys with a meaning; any other key (or CSV column) is kept in metadata.
+KNOWN_KEYS = {
+    "id", "external_id", "messages", "conversations", "prompt", "system", "response",
+    "completion", "response_a", "response_b", "candidates", "metadata", "meta", "source",
+    "license", "consent", "language",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    max_messages: int = 200
+    max_message_chars: int = 100_000
+    max_errors: int = 100
+
+
+@dataclass
+class RowError(Exception):
+    line: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "field": self.field, "message": self.message}
+
+
+@dataclass
+class RowErrors(Exception):
+    errors: list[RowError]
+
+
+class FatalFormatError(Exception):
+    """The rest of the file cannot be read (e.g. truncated JSON array); carries a RowError."""
+
+    def __init__(self, error: RowError):
+        super().__init__(error.message)
+        self.error = error
+
+
+@dataclass
+class ParsedItem:
+    line: int
+    external_id: str
+    messages: list[dict[str, Any]]
+    candidates: list[dict[str, Any]] | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    license: str = ""
+    consent: str = "unknown"
+    language: str = ""
+
+
+def format_for(name: str | None = None, content_type: str | None = None) -> str | None:
+    """The import format named by a file name or a Content-Type header, or None."""
+    if name:
+        lowered = name.lower()
+        for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "json"),
+                            (".csv", "csv")):  # fmt: skip
+            if lowered.endswith(suffix):
+                return fmt
+    if content_type:
+        media = content_type.split(";")[0].strip().lower()
+        return {
+            "application/x-ndjson": "jsonl",
+            "application/ndjson": "jsonl",
+            "application/jsonl": "jsonl",
+            "application/x-jsonlines": "jsonl",
+            "application/json": "json",
+            "text/csv": "csv",
+        }.get(media)
+    return None
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+def _iter_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw line without newline), reading the stream in chunks."""
+    pending = b""
+    number = 0
+    while True:
+        chunk = stream.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for raw in complete:
+            number += 1
+            yield number, raw
+    if pending:
+        yield number + 1, pending
+
+
+def _decode(line: int, raw: bytes) -> str:
+    if line == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        raise RowError(
+            line, "", f"Not valid UTF-8 (byte {exc.start + 1} of the line). Save the file as UTF-8."
+        ) from None
+
+
+def _iter_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    for line, raw in _iter_lines(stream):
+        try:
+            text = _decode(line, raw)
+        except RowError as error:
+            yield line, error
+            continue
+        if not text.strip():
+            continue
+        try:
+            yield line, json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield line, RowError(line, "", f"Invalid JSON at column {exc.colno}: {exc.msg}.")
+
+
+def _iter_csv(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    decoded_lines: list[int] = []
+
+    def texts() -> Iterator[str]:
+        for line, raw in _iter_lines(stream):
+            decoded_lines.append(line)
+            yield _decode(line, raw) + "\n"
+
+    reader = csv.reader(texts(), strict=True)
+    header: list[str] | None = None
+    start = 1
+    try:
+        for row in reader:
+            # A quoted field may span lines: the record starts after the previous one ended.
+            line = start
+            start = reader.line_num + 1
+            if header is None:
+                header = [name.strip() for name in row]
+                duplicates = {name for name in header if header.count(name) > 1}
+                if duplicates:
+                    raise FatalFormatError(
+                        RowError(
+                            line, "", f"Duplicate column names: {', '.join(sorted(duplicates))}."
+                        )
+                    )
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                yield (
+                    line,
+                    RowError(
+                        line,
+                        "",
+                        f"Expected {len(header)} columns (as in the header), found {len(row)}.",
+                    ),
+                )
+                continue
+            yield line, {name: value for name, value in zip(header, row, strict=True) if name}
+    except csv.Error as exc:
+        raise FatalFormatError(RowError(start, "", f"Malformed CSV: {exc}.")) from None
+    except RowError as error:
+        # Bad bytes inside the csv reader leave it unusable; report where and stop.
+        raise FatalFormatError(error) from None
+    if header is None:
+        raise FatalFormatError(RowError(1, "", "The CSV file is empty; it needs a header row."))
+
+
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+def _iter_json_array(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+    """Parse `[{...}, {...}]` one element at a time, tracking the line each element starts on."""
+    decoder = json.JSONDecoder()
+    raw = b""
+    eof = False
+
+    def more() -> bool:
+        nonlocal raw, eof
+        if eof:
+            return False
+        chunk = stream.read(CHUNK_SIZE)
+        if not chunk:
+            eof = True
+            return False
+        raw += chunk
+        return True
+
+    while more() and len(raw) < 4:
+        pass
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    text_line = 1
+    buffer = ""
+    pos = 0
+
+    def fill() -> bool:
+        """Decode what has been read so far; keep a split multi-byte character for later."""
+        nonlocal raw, buffer
+        if not raw and not more():
+            return False
+        try:
+            buffer += raw.decode("utf-8")
+            raw = b""
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(raw) - 3 and not eof:
+                buffer += raw[: exc.start].decode("utf-8")
+                raw = raw[exc.start :]
+            else:
+                bad_line = text_line + buffer.count("\n", pos) + raw[: exc.start].count(b"\n")
+                raise FatalFormatError(
+                    RowError(bad_line, "", "Not valid UTF-8. Save the file as UTF-8.")
+                ) from None
+        return True
+
+    def skip_ws() -> None:
+        nonlocal pos, text_line
+        while True:
+            end = _WS.match(buffer, pos).end()
+            text_line += buffer.count("\n", pos, end)
+            pos = end
+            if pos < len(buffer) or not (more() and fill()):
+                return
+
+    def compact() -> None:
+        nonlocal buffer, pos
+        if pos > CHUNK_SIZE:
+            buffer = buffer[pos:]
+            pos = 0
+
+    fill()
+    skip_ws()
+    if pos >= len(buffer):
+        raise FatalFormatError(RowError(1, "", "The file is empty; expected a JSON array."))
+    if buffer[pos] != "[":
+        raise FatalFormatError(
+            RowError(
+                text_line,
+                "",
+                "A JSON import is an array of items: [{...}, {...}]. "
+                "For one item per line, send JSONL.",
+            )
+        )
+    pos += 1
+    skip_ws()
+    if pos < len(buffer) and buffer[pos] == "]":
+        return
+    while True:
+        skip_ws()
+        compact()
+        start_line = text_line
+        while True:
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+                break
+            except json.JSONDecodeError as exc:
+                if more() and fill():
+                    continue
+                where = text_line + buffer.count("\n", pos, exc.pos)
+                message = (
+                    "The JSON ends before the array is closed (truncated file?)."
+                    if exc.pos >= len(buffer)
+                    else f"Invalid JSON: {exc.msg}."
+                )
+                raise FatalFormatError(RowError(where, "", message)) from None
+        text_line += buffer.count("\n", pos, end)
+        pos = end
+        yield start_line, value
+        skip_ws()
+        if pos >= len(buffer):
+            raise FatalFormatError(
+                RowError(
+                    text_line, "", "The JSON ends before the array is closed (truncated file?)."
+                )
+            )
+        if buffer[pos] == ",":
+            pos += 1
+            continue
+        if buffer[pos] == "]":
+            pos += 1
+            skip_ws()
+            if pos < len(buffer):
+                raise FatalFormatError(RowError(text_line, "", "Unexpected data after the array."))
+            return
+        raise FatalFormatError(
+            RowError(text_line, "", f"Expected ',' or ']' after an item, found {buffer[pos]!r}.")
+        )
+
+
+def iter_records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
+    """Yield (line, record) pairs; a record is a RowError for a line that could not be read.
+
+    Raises FatalFormatError when the rest of the file cannot be read.
+    """
+    reader = {"jsonl": _iter_jsonl, "json": _iter_json_array, "csv": _iter_csv}[fmt]
+    return reader(stream)
+
+
+# Normalising -----------------------------------------------------------------------------------
+
+
+def _text(value: Any, line: int, name: str, *, max_chars: int, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise RowError(line, name, f"Expected text, got {type(value).__name__}.")
+    text = str(value).strip()
+    if required and not text:
+        raise RowError(line, name, "This field is required.")
+    if len(text) > max_chars:
+        raise RowError(line, name, f"Longer than {max_chars} characters.")
+    return text
+
+
+def _content(value: Any, line: int, name: str, limits: ImportLimits) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        # OpenAI-style content parts: keep the text ones, refuse the rest rather than drop them.
+        parts = []
+        for index, part in enumerate(value):
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type") == "text":
+                parts.append(_content(part.get("text"), line, f"{name}[{index}].text", limits))
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise RowError(
+                    line, f"{name}[{index}]", f"Content part of type {kind!r} is not supported."
+                )
+        value = "\n\n".join(parts)
+    if not isinstance(value, str):
+        raise RowError(line, name, f"Expected text, got {type(value).__name__}.")
+    if len(value) > limits.max_message_chars:
+        raise RowError(
+            line,
+            name,
+            f"Message is {len(value)} characters; the limit is {limits.max_message_chars}.",
+        )
+    return value
+
+
+def _messages(value: Any, line: int, name: str, limits: ImportLimits) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        # CSV cells carry JSON as text.
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RowError(line, name, f"Invalid JSON: {exc.msg}.") from None
+    if not isinstance(value, list):
+        raise RowError(line, name, "Expected a list of messages.")
+    if not value:
+        raise RowError(line, name, "A conversation needs at least one message.")
+    if len(value) > limits.max_messages:
+        raise RowError(
+            line, name, f"{len(value)} messages; the limit is {limits.max_messages} per item."
+        )
+    messages: list[dict[str, Any]] = []
+    errors: list[RowError] = []
+    seen_ids: set[str] = set()
+    for index, raw in enumerate(value):
+        where = f"{name}[{index}]"
+        try:
+            messages.append(_message(raw, line, where, index, seen_ids, limits))
+        except RowError as error:
+            errors.append(error)
+    if errors:
+        raise RowErrors(errors)
+    if not any(message["content"].strip() for message in messages):
+        raise RowError(line, name, "Every message is empty.")
+    return messages
+
+
+def _message(
+    raw: Any, line: int, where: str, index: int, seen_ids: set[str], limits: ImportLimits
+) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise RowError(line, where, "Expected an object with 'role' and 'content'.")
+    # ShareGPT spells them "from" and "value".
+    role = raw.get("role", raw.get("from"))
+    if not isinstance(role, str) or not role:
+        raise RowError(line, f"{where}.role", "Missing role.")
+    role = ROLE_ALIASES.get(role.lower(), role.lower())
+    if role not in ROLES:
+        raise RowError(
+            line, f"{where}.role", f"Unknown role {raw.get('role', raw.get('from'))!r}; "
+            f"use one of: {', '.join(ROLES)}."
+        )  # fmt: skip
+    content = _content(raw.get("content", raw.get("value")), line, f"{where}.content", limits)
+    message_id = raw.get("id")
+    if message_id is None:
+        message_id = f"t{index + 1}"
+    elif isinstance(message_id, bool) or not isinstance(message_id, str | int):
+        raise RowError(line, f"{where}.id", "Message ids are text or whole numbers.")
+    message_id = str(message_id)
+    if not MESSAGE_ID_RE.match(message_id):
+        raise RowError(line, f"{where}.id", "Message ids are 1-64 letters, digits, or _ . : -")
+    if message_id in seen_ids:
+        raise RowError(line, f"{where}.id", f"Message id {message_id!r} is used twice.")
+    seen_ids.add(message_id)
+    message: dict[str, Any] = {"id": message_id, "role": role, "content": content}
+    for key in MESSAGE_EXTRA_KEYS:
+        if raw.get(key) is not None:
+            message[key] = raw[key]
+    return message
+
+
+def _candidates(record: dict[str, Any], line: int, limits: ImportLimits) -> list[dict] | None:
+    if "candidates" in record and record["candidates"] not in (None, ""):
+        raw = record["candidates"]
+        if isinstance(raw, str):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise RowError(line, "candidates", f"Invalid JSON: {exc.msg}.") from None
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise RowError(line, "candidates", "A pair item has exactly two candidate replies.")
+        texts = [c.get("content") if isinstance(c, dict) else c for c in raw]
+        names = ["candidates[0]", "candidates[1]"]
+    elif record.get("response_a") not in (None, "") or record.get("response_b") not in (None, ""):
+        texts = [record.get("response_a"), record.get("response_b")]
+        names = ["response_a", "response_b"]
+    else:
+        return None
+    candidates = []
+    for candidate_id, text, name in zip(("a", "b"), texts, names, strict=True):
+        content = _content(text, line, name, limits)
+        if not content.strip():
+            raise RowError(line, name, "A candidate reply cannot be empty.")
+        candidates.append({"id": candidate_id, "role": "assistant", "content": content})
+    return candidates
+
+
+def _json_object(value: Any, line: int, name: str) -> dict[str, Any]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise RowError(line, name, f"Invalid JSON: {exc.msg}.") from None
+    if not isinstance(value, dict):
+        raise RowError(line, name, "Expected a JSON object.")
+    return value
+
+
+def content_hash(messages: list[dict[str, Any]], candidates: list[dict[str, Any]] | None) -> str:
+    canonical = json.dumps(
+        [[(m["role"], m["content"]) for m in messages], [c["content"] for c in candidates or []]],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
+    """One record in any accepted shape → ParsedItem, or RowErrors naming every bad field."""
+    if not isinstance(record, dict):
+        raise RowErrors([RowError(line, "", "Each item must be a JSON object.")])
+    errors: list[RowError] = []
+
+    def attempt(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RowError as error:
+            errors.append(error)
+        except RowErrors as many:
+            errors.extend(many.errors)
+        return None
+
+    if "messages" in record or "conversations" in record:
+        key = "messages" if "messages" in record else "conversations"
+        messages = attempt(_messages, record[key], line, key, limits)
+    elif "prompt" in record:
+        messages = attempt(_prompt_messages, record, line, limits)
+    else:
+        errors.append(
+            RowError(
+                line,
+                "messages",
+                "Missing conversation: give 'messages' (a list of {role, content}) or a "
+                "'prompt' (with 'response', or 'response_a' and 'response_b').",
+            )
+        )
+        messages = None
+    candidates = attempt(_candidates, record, line, limits)
+
+    external_id = record.get("external_id", record.get("id"))
+    id_field = "external_id" if "external_id" in record else "id"
+    if external_id in (None, ""):
+        external_id = None
+    else:
+        external_id = attempt(_text, external_id, line, id_field, max_chars=255)
+
+    metadata = attempt(_json_object, record.get("metadata", record.get("meta")), line, "metadata")
+    extras = {k: v for k, v in record.items() if k not in KNOWN_KEYS and not k.startswith("meta.")}
+    for key, value in record.items():
+        if key.startswith("meta."):
+            extras[key.removeprefix("meta.")] = value
+
+    source = attempt(_text, record.get("source"), line, "source", max_chars=500)
+    license_ = attempt(_text, record.get("license"), line, "license", max_chars=100)
+    consent = attempt(_text, record.get("consent"), line, "consent", max_chars=16) or "unknown"
+    if consent not in CONSENT_VALUES:
+        errors.append(
+            RowError(line, "consent", f"{consent!r} is not one of: {', '.join(CONSENT_VALUES)}.")
+        )
+    language = attempt(_text, record.get("language"), line, "language", max_chars=35) or ""
+    language = language.lower().replace("_", "-")
+    if language and not LANGUAGE_RE.match(language):
+        errors.append(
+            RowError(line, "language", f"{language!r} is not a language code like 'pt-br'.")
+        )
+    if errors:
+        raise RowErrors(errors)
+    assert messages is not None
+    if not external_id:
+        # Without an id, the content itself makes re-imports idempotent.
+        external_id = "sha256:" + content_hash(messages, candidates)[:40]
+    return ParsedItem(
+        line=line,
+        external_id=external_id,
+        messages=messages,
+        candidates=candidates,
+        metadata={**(metadata or {}), **extras},
+        source=source or "",
+        license=license_ or "",
+        consent=consent,
+        language=language,
+    )
+
+
+def _prompt_messages(record: dict[str, Any], line: int, limits: ImportLimits) -> list[dict]:
+    messages = []
+    system = _content(record.get("system"), line, "system", limits)
+    if system.strip():
+        messages.append({"id": "t1", "role": "system", "content": system})
+    prompt = _content(record.get("prompt"), line, "prompt", limits)
+    if not prompt.strip():
+        raise RowError(line, "prompt", "The prompt is empty.")
+    messages.append({"id": f"t{len(messages) + 1}", "role": "user", "content": prompt})
+    response = record.get("response", record.get("completion"))
+    if response not in (None, ""):
+        name = "response" if "response" in record else "completion"
+        messages.append(
+            {
+                "id": f"t{len(messages) + 1}",
+                "role": "assistant",
+                "content": _content(response, line, name, limits),
+            }
+        )
+    return messages
+
+
+def detect_language(messages: Iterable[dict[str, Any]]) -> str:
+    """Best guess at the conversation's language from its user and assistant text."""
+    import py3langid
+
+    sample = " ".join(m["content"][:300] for m in messages if m["role"] in ("user", "assistant"))[
+        :600
+    ]
+    if len(sample.strip()) < 3:
+        return ""
+    return py3langid.classify(sample)[0]

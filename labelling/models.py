@@ -1,0 +1,201 @@
+"""Database models: projects, members, label schema versions, items and API tokens."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class BaseModel(models.Model):
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Project(BaseModel):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(
+        blank=True, help_text=_("Shown to raters beside every item. Markdown; raw HTML is not run.")
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=1, help_text=_("How many independent ratings each item needs.")
+    )
+    lease_ttl_seconds = models.PositiveIntegerField(
+        default=600, help_text=_("How long a rater holds an item before it returns to the pool.")
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(overlap__gte=1, overlap__lte=50), name="project_overlap_1_to_50"
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_ttl_seconds__gte=30), name="project_lease_ttl_at_least_30s"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def current_schema(self) -> LabelSchema | None:
+        return self.schemas.order_by("-version").first()
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", _("Admin")
+    REVIEWER = "reviewer", _("Reviewer")
+    RATER = "rater", _("Rater")
+
+
+class Membership(BaseModel):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.RATER)
+
+    class Meta:
+        constraints = [
+            # project_get_for_user: one role per person per project.
+            models.UniqueConstraint(fields=["project", "user"], name="membership_unique_user"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.role}) in {self.project}"
+
+
+class LabelSchema(BaseModel):
+    """One published, immutable version of a project's questions."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="schemas")
+    version = models.PositiveIntegerField()
+    name = models.CharField(max_length=200, blank=True)
+    definition = models.JSONField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["project", "-version"]
+        constraints = [
+            # Project.current_schema and schema_publish: latest version per project.
+            models.UniqueConstraint(
+                fields=["project", "version"], name="labelschema_unique_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} v{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        # Answers record the version they were given under; editing one in place would
+        # silently change what those answers mean.
+        assert self._state.adding, "A published schema version is immutable; publish a new one."
+        super().save(*args, **kwargs)
+
+    def parsed(self):
+        from labelling.schema import parse_schema
+
+        return parse_schema(self.definition)
+
+
+class Consent(models.TextChoices):
+    OPT_IN = "opt_in", _("Opted in")
+    OPT_OUT = "opt_out", _("Opted out")
+    UNKNOWN = "unknown", _("Unknown")
+
+
+class ItemStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    IN_PROGRESS = "in_progress", _("In progress")
+    NEEDS_REVIEW = "needs_review", _("Needs review")
+    APPROVED = "approved", _("Approved")
+    REJECTED = "rejected", _("Rejected")
+
+
+class Item(BaseModel):
+    """One conversation to label, or one prompt with two candidate replies (a pair item)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    external_id = models.CharField(max_length=255)
+    # [{"id": "t1", "role": "user", "content": "..."}, ...]; ids never change once stored.
+    messages = models.JSONField()
+    # [{"id": "a", "role": "assistant", "content": ...}, {"id": "b", ...}] for pair items.
+    candidates = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=500, blank=True)
+    license = models.CharField(max_length=100, blank=True)
+    consent = models.CharField(max_length=16, choices=Consent.choices, default=Consent.UNKNOWN)
+    language = models.CharField(max_length=35, blank=True)
+    status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.PENDING)
+    priority = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # items_import: idempotency lookup `external_id IN (...)` within one project.
+            models.UniqueConstraint(
+                fields=["project", "external_id"], name="item_unique_external_id"
+            ),
+            models.CheckConstraint(
+                condition=Q(consent__in=Consent.values), name="item_consent_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=ItemStatus.values), name="item_status_valid"
+            ),
+        ]
+        indexes = [
+            # The queue: a project's items by priority, then import order.
+            models.Index(fields=["project", "-priority", "id"], name="item_queue_order"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.external_id}"
+
+    @property
+    def is_pair(self) -> bool:
+        return bool(self.candidates)
+
+
+class ApiToken(BaseModel):
+    """A key for scripts and pipelines. Only its SHA-256 is stored; the key is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=12, help_text=_("First characters, to tell keys apart."))
+    key_hash = models.CharField(max_length=64, unique=True)
+    projects = models.ManyToManyField(Project, related_name="api_tokens")
+    can_write = models.BooleanField(default=False)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class WorkerHeartbeat(models.Model):
+    """Last time each background worker ran its heartbeat task, shown to admins."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"

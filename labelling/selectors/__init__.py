@@ -1,0 +1,1 @@
+"""Reads: querysets and aggregates, with one access gate per object kind."""

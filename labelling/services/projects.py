@@ -1,0 +1,72 @@
+"""Creating and configuring projects, members and label schema versions."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+
+from labelling.errors import InvalidSchema
+from labelling.models import LabelSchema, Membership, Project, Role
+from labelling.schema import SchemaError, parse_schema
+
+
+def project_create(
+    *,
+    slug: str,
+    name: str,
+    created_by: AbstractBaseUser | None = None,
+    description: str = "",
+    guidelines: str = "",
+    overlap: int = 1,
+) -> Project:
+    project = Project(
+        slug=slug,
+        name=name,
+        description=description,
+        guidelines=guidelines,
+        overlap=overlap,
+        created_by=created_by,
+    )
+    project.full_clean()
+    with transaction.atomic():
+        project.save()
+        if created_by is not None:
+            membership_set(project=project, user=created_by, role=Role.ADMIN)
+    return project
+
+
+def membership_set(*, project: Project, user: AbstractBaseUser, role: str) -> Membership:
+    membership, _ = Membership.objects.update_or_create(
+        project=project, user=user, defaults={"role": role}
+    )
+    return membership
+
+
+def schema_publish(
+    *,
+    project: Project,
+    definition: object,
+    name: str = "",
+    created_by: AbstractBaseUser | None = None,
+) -> LabelSchema:
+    """Validate `definition` and store it as the project's next schema version."""
+    try:
+        schema = parse_schema(definition)
+    except SchemaError as exc:
+        count = len(exc.errors)
+        raise InvalidSchema(
+            f"The schema has {count} problem{'s' if count != 1 else ''}.",
+            extra={"errors": exc.errors},
+        ) from None
+    with transaction.atomic():
+        # Lock the project row so two publishers take consecutive version numbers.
+        Project.objects.select_for_update().filter(pk=project.pk).first()
+        latest = project.schemas.aggregate(latest=Max("version"))["latest"] or 0
+        return LabelSchema.objects.create(
+            project=project,
+            version=latest + 1,
+            name=name,
+            definition=schema.to_dict(),
+            created_by=created_by,
+        )

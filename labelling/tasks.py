@@ -1,0 +1,20 @@
+"""Celery tasks: thin wrappers that take ids and call services."""
+
+from __future__ import annotations
+
+import socket
+
+from celery import shared_task
+from django.utils import timezone
+
+from labelling.models import WorkerHeartbeat
+
+
+@shared_task(name="labelling.tasks.worker_heartbeat")
+def worker_heartbeat() -> str:
+    """Record that a worker is alive, so the UI can say when background work is stalled."""
+    hostname = socket.gethostname()
+    WorkerHeartbeat.objects.update_or_create(
+        hostname=hostname, defaults={"seen_at": timezone.now()}
+    )
+    return f"heartbeat from {hostname}"
