@@ -50,5 +50,8 @@ app.conf.beat_schedule = {
 
 @worker_ready.connect
 def _announce(sender, **kwargs: object) -> None:
-    # A first heartbeat at start-up, so the UI knows a worker exists before beat's first tick.
-    sender.app.send_task("labelling.tasks.worker_heartbeat")
+    # A first heartbeat at start-up, run here rather than queued, so the UI knows a worker
+    # exists before beat's first tick whichever queues this worker consumes.
+    from labelling.tasks import worker_heartbeat
+
+    worker_heartbeat.apply()

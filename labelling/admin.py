@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from labelling.models import ApiToken, Item, LabelSchema, Membership, Project
 from labelling.schema import TEMPLATES, schema_errors, template
 from labelling.services.projects import schema_publish
+from labelling.services.tokens import token_revoke
 
 
 class MembershipInline(admin.TabularInline):
@@ -204,6 +205,13 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields = ["name", "user", "prefix", "projects", "can_write", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "last_used_at"]
     filter_horizontal = ["projects"]
+    actions = ["revoke"]
 
     def has_add_permission(self, request) -> bool:
         return False  # keys are made with `manage.py create_api_token`, which shows them once
+
+    @admin.action(description=_("Revoke selected tokens"))
+    def revoke(self, request, queryset) -> None:
+        for token in queryset:
+            token_revoke(token=token)
+        messages.success(request, _("Revoked %(count)d token(s).") % {"count": len(queryset)})

@@ -19,6 +19,8 @@ def _isolated_var_dir(settings, tmp_path):
     """Keep key files, broker folders and artifacts of a test out of the developer's var/."""
     settings.VAR_DIR = tmp_path / "var"
     settings.VAR_DIR.mkdir()
+    # Real hashing costs ~0.1 s a user; tests make many users and test no hashing.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

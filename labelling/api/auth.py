@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
 from labelling.models import ApiToken
@@ -53,3 +54,18 @@ class TokenWriteAllowed(permissions.BasePermission):
         if isinstance(token, ApiToken) and request.method not in permissions.SAFE_METHODS:
             return token.can_write
         return True
+
+
+class ApiTokenScheme(OpenApiAuthenticationExtension):
+    """Describes token authentication in the OpenAPI schema."""
+
+    target_class = ApiTokenAuthentication
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <key>`; create keys with `manage.py create_api_token`.",
+        }

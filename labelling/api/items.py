@@ -55,6 +55,14 @@ class ItemCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_page_size(self, request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or int(raw) < 1:
+            raise InvalidInput(f"page_size must be a whole number from 1 to {self.max_page_size}.")
+        return min(int(raw), self.max_page_size)
+
 
 IMPORT_RESULT = inline_serializer(
     "ImportResult",

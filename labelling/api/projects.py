@@ -32,6 +32,9 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
 
 class ProjectListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ProjectCreateInput"
+
         slug = serializers.SlugField(max_length=64)
         name = serializers.CharField(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True, default="")
@@ -61,6 +64,9 @@ class ProjectListCreateApi(APIView):
 
 class ProjectDetailApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ProjectUpdateInput"
+
         name = serializers.CharField(max_length=200, required=False)
         description = serializers.CharField(required=False, allow_blank=True)
         guidelines = serializers.CharField(required=False, allow_blank=True)
@@ -96,6 +102,9 @@ class SchemaOutputSerializer(serializers.ModelSerializer):
 
 class SchemaListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "SchemaPublishInput"
+
         name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
         definition = serializers.JSONField(required=False)
         template = serializers.ChoiceField(choices=sorted(TEMPLATES), required=False)

@@ -1,0 +1,107 @@
+"""Helpers for tests that run the real programs: manage.py, gunicorn, Celery workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def program_env(var_dir: Path, **overrides: str | None) -> dict[str, str]:
+    """The environment of a child process: this one's, minus test-only and mode variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_"))}
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ANNOTATOR_MODE", "DEBUG"):
+        env.pop(name, None)
+    env.update(
+        ANNOTATOR_VAR_DIR=str(var_dir),
+        DJANGO_SETTINGS_MODULE="annotator.settings",
+        PYTHONUNBUFFERED="1",
+        HF_HUB_OFFLINE="1",
+    )
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def redis_url() -> str:
+    """The Redis the suite uses; it must be reachable (CI fails loudly when it is not)."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.exceptions.ConnectionError as exc:
+        raise AssertionError(
+            f"Redis is not reachable at {url} ({exc}). Start it, or set REDIS_URL."
+        ) from None
+    return url
+
+
+@contextlib.contextmanager
+def throwaway_database(tmp_path: Path) -> Iterator[str]:
+    """A DATABASE_URL for child processes: a new PostgreSQL database when the suite runs on
+    PostgreSQL (dropped afterwards), else a new SQLite file."""
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith(("postgres://", "postgresql://")):
+        yield f"sqlite:///{tmp_path / 'child.sqlite3'}"
+        return
+    name = f"annotator_it_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(base)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def wait_until(check, *, timeout: float, interval: float = 0.3, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {what}; last error: {last_error}")
