@@ -45,6 +45,7 @@ def _prepare_broker(sender: Celery, **kwargs: object) -> None:
 
 app.conf.beat_schedule = {
     "worker-heartbeat": {"task": "labelling.tasks.worker_heartbeat", "schedule": 30.0},
+    "assignments-expire": {"task": "labelling.tasks.assignments_expire", "schedule": 60.0},
 }
 
 

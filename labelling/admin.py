@@ -12,7 +12,7 @@ from django.utils.translation import gettext_lazy as _
 
 from labelling.models import ApiToken, Item, LabelSchema, Membership, Project
 from labelling.schema import TEMPLATES, schema_errors, template
-from labelling.services.projects import schema_publish
+from labelling.services.projects import project_update, schema_publish
 from labelling.services.tokens import token_revoke
 
 
@@ -54,6 +54,9 @@ class ProjectAdmin(admin.ModelAdmin):
         if not change:
             obj.created_by = request.user
         super().save_model(request, obj, form, change)
+        if change and "overlap" in form.changed_data:
+            # Through the service, so the new overlap reaches every item's target.
+            project_update(project=obj, overlap=obj.overlap)
 
 
 class SchemaPublishForm(forms.ModelForm):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -41,7 +41,7 @@ class Project(BaseModel):
                 condition=Q(overlap__gte=1, overlap__lte=50), name="project_overlap_1_to_50"
             ),
             models.CheckConstraint(
-                condition=Q(lease_ttl_seconds__gte=30), name="project_lease_ttl_at_least_30s"
+                condition=Q(lease_ttl_seconds__gte=5), name="project_lease_ttl_at_least_5s"
             ),
         ]
 
@@ -142,6 +142,11 @@ class Item(BaseModel):
     language = models.CharField(max_length=35, blank=True)
     status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.PENDING)
     priority = models.FloatField(default=0.0)
+    # Queue bookkeeping, changed only by conditional UPDATEs in services/assignments.py so that
+    # PostgreSQL re-checks them on the row it locks: `ratings + leases < target` admits a lease.
+    target = models.PositiveSmallIntegerField(default=1, help_text=_("Ratings this item needs."))
+    ratings = models.PositiveSmallIntegerField(default=0)
+    leases = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
@@ -158,8 +163,13 @@ class Item(BaseModel):
             ),
         ]
         indexes = [
-            # The queue: a project's items by priority, then import order.
-            models.Index(fields=["project", "-priority", "id"], name="item_queue_order"),
+            # assignment_next: open items of a project by priority, then import order. Partial,
+            # so items with all their ratings or leases drop out of the scan.
+            models.Index(
+                fields=["project", "-priority", "id"],
+                condition=Q(ratings__lt=F("target") - F("leases")),
+                name="item_queue_open",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -199,3 +209,81 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.seen_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AssignmentStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    SUBMITTED = "submitted", _("Submitted")
+    SKIPPED = "skipped", _("Skipped")
+    EXPIRED = "expired", _("Expired")
+    RELEASED = "released", _("Released")  # the item got its ratings before this one came in
+
+
+class Assignment(BaseModel):
+    """A lease: one rater holds one item until `expires_at`."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="assignments")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="assignments")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    schema = models.ForeignKey(LabelSchema, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=AssignmentStatus.choices, default=AssignmentStatus.ACTIVE
+    )
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # A rater sees an item at most once; assignment_next's NOT EXISTS uses it too.
+            models.UniqueConstraint(fields=["item", "rater"], name="assignment_unique_rater"),
+            models.CheckConstraint(
+                condition=Q(status__in=AssignmentStatus.values), name="assignment_status_valid"
+            ),
+        ]
+        indexes = [
+            # assignment_next: the rater's current lease in a project.
+            models.Index(
+                fields=["project", "rater"],
+                condition=Q(status="active"),
+                name="assignment_active_by_rater",
+            ),
+            # assignments_expire: active leases past their expiry.
+            models.Index(
+                fields=["expires_at"], condition=Q(status="active"), name="assignment_active_expiry"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rater} on item {self.item_id} ({self.status})"
+
+
+class Annotation(BaseModel):
+    """One rater's answers to one item under one schema version."""
+
+    assignment = models.OneToOneField(
+        Assignment, on_delete=models.CASCADE, related_name="annotation"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="annotations")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="annotations")
+    rater = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotations"
+    )
+    schema = models.ForeignKey(LabelSchema, on_delete=models.PROTECT, related_name="annotations")
+    answers = models.JSONField()
+    time_spent_ms = models.PositiveIntegerField()
+    idempotency_key = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [
+            # The overlap guarantee's last line: never two answers by one rater to one item.
+            models.UniqueConstraint(fields=["item", "rater"], name="annotation_unique_rater"),
+        ]
+        indexes = [
+            # Progress per rater and project ("my projects").
+            models.Index(fields=["project", "rater"], name="annotation_by_rater"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rater} on item {self.item_id}"

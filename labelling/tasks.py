@@ -18,3 +18,11 @@ def worker_heartbeat() -> str:
         hostname=hostname, defaults={"seen_at": timezone.now()}
     )
     return f"heartbeat from {hostname}"
+
+
+@shared_task(name="labelling.tasks.assignments_expire")
+def assignments_expire_task() -> str:
+    """Return abandoned leases to the pool (beat runs this every minute)."""
+    from labelling.services.assignments import assignments_expire
+
+    return f"returned {assignments_expire()} expired lease(s) to the pool"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from rest_framework.parsers import BaseParser
 
 from labelling.errors import InvalidInput
-from labelling.models import Project, Role
+from labelling.models import ApiToken, Project, Role
 from labelling.selectors.projects import project_get_for_user
 
 ANY_ROLE = (Role.ADMIN, Role.REVIEWER, Role.RATER)
@@ -15,9 +15,12 @@ STAFF_ROLES = (Role.ADMIN, Role.REVIEWER)
 ADMIN_ONLY = (Role.ADMIN,)
 
 
+def token_of(request) -> ApiToken | None:
+    return request.auth if isinstance(request.auth, ApiToken) else None
+
+
 def project_for_request(request, slug: str, roles: tuple[str, ...] = ANY_ROLE) -> Project:
-    token = request.auth if hasattr(request.auth, "projects") else None
-    return project_get_for_user(user=request.user, slug=slug, roles=roles, token=token)
+    return project_get_for_user(user=request.user, slug=slug, roles=roles, token=token_of(request))
 
 
 def reject_unknown_params(request, allowed: Iterable[str]) -> None:

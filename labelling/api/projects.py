@@ -12,7 +12,7 @@ from labelling.errors import Forbidden, InvalidInput
 from labelling.models import LabelSchema, Project
 from labelling.schema import TEMPLATES, template
 from labelling.selectors.projects import projects_for_user, schema_versions
-from labelling.services.projects import project_create, schema_publish
+from labelling.services.projects import project_create, project_update, schema_publish
 
 
 class ProjectOutputSerializer(serializers.ModelSerializer):
@@ -71,7 +71,7 @@ class ProjectDetailApi(APIView):
         description = serializers.CharField(required=False, allow_blank=True)
         guidelines = serializers.CharField(required=False, allow_blank=True)
         overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
-        lease_ttl_seconds = serializers.IntegerField(min_value=30, max_value=86400, required=False)
+        lease_ttl_seconds = serializers.IntegerField(min_value=5, max_value=86400, required=False)
 
     @extend_schema(responses=ProjectOutputSerializer)
     def get(self, request, slug: str):
@@ -88,9 +88,7 @@ class ProjectDetailApi(APIView):
             raise InvalidInput(
                 f"These fields cannot be changed here: {', '.join(sorted(unknown))}."
             )
-        for name, value in data.validated_data.items():
-            setattr(project, name, value)
-        project.save(update_fields=[*data.validated_data, "updated_at"])
+        project = project_update(project=project, **data.validated_data)
         return Response(ProjectOutputSerializer(project).data)
 
 

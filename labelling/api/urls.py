@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.api import items, projects
+from labelling.api import assignments, items, projects
 
 urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="api-projects"),
@@ -19,5 +19,21 @@ urlpatterns = [
         "projects/<slug:slug>/items/<int:item_id>/",
         items.ItemDetailApi.as_view(),
         name="api-project-item",
+    ),
+    path("projects/<slug:slug>/next/", assignments.NextApi.as_view(), name="api-project-next"),
+    path(
+        "assignments/<int:assignment_id>/submit/",
+        assignments.SubmitApi.as_view(),
+        name="api-assignment-submit",
+    ),
+    path(
+        "assignments/<int:assignment_id>/skip/",
+        assignments.SkipApi.as_view(),
+        name="api-assignment-skip",
+    ),
+    path(
+        "assignments/<int:assignment_id>/heartbeat/",
+        assignments.HeartbeatApi.as_view(),
+        name="api-assignment-heartbeat",
     ),
 ]

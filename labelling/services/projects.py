@@ -7,7 +7,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from labelling.errors import InvalidSchema
-from labelling.models import LabelSchema, Membership, Project, Role
+from labelling.models import Item, LabelSchema, Membership, Project, Role
 from labelling.schema import SchemaError, parse_schema
 
 
@@ -33,6 +33,24 @@ def project_create(
         project.save()
         if created_by is not None:
             membership_set(project=project, user=created_by, role=Role.ADMIN)
+    return project
+
+
+PROJECT_SETTINGS = ("name", "description", "guidelines", "overlap", "lease_ttl_seconds")
+
+
+def project_update(*, project: Project, **changes: object) -> Project:
+    """Change a project's settings. A new overlap applies at once to every item's target, so
+    no item gets more ratings than the new overlap from then on."""
+    unknown = set(changes) - set(PROJECT_SETTINGS)
+    assert not unknown, f"project_update cannot change {unknown}; add them to PROJECT_SETTINGS."
+    for name, value in changes.items():
+        setattr(project, name, value)
+    project.full_clean()
+    with transaction.atomic():
+        project.save(update_fields=[*changes, "updated_at"])
+        if "overlap" in changes:
+            Item.objects.filter(project=project).update(target=project.overlap)
     return project
 
 
