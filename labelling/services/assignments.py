@@ -18,7 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from labelling.errors import ApplicationError, Conflict, InvalidInput, NotFound
+from labelling.errors import ApplicationError, InvalidInput, NotFound
 from labelling.models import (
     Annotation,
     Assignment,
