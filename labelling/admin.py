@@ -109,6 +109,15 @@ class LabelSchemaAdmin(admin.ModelAdmin):
     list_display = ["project", "version", "name", "question_count", "created_at", "created_by"]
     list_filter = ["project"]
 
+    class Media:
+        css = {"all": ["labelling/admin.css"]}
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is not None:
+            # A published version is shown read-only: no publishing form, no definition field.
+            kwargs["form"] = forms.ModelForm
+        return super().get_form(request, obj, change, **kwargs)
+
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["project", "name", "start_from", "definition"]
@@ -169,6 +178,9 @@ class ItemAdmin(admin.ModelAdmin):
     ]  # fmt: skip
     exclude = ["messages", "candidates"]
 
+    class Media:
+        css = {"all": ["labelling/admin.css"]}
+
     def has_add_permission(self, request) -> bool:
         return False  # items come in through import
 
@@ -185,7 +197,7 @@ class ItemAdmin(admin.ModelAdmin):
             format_html_join(
                 "",
                 '<div class="msg {}" dir="auto"><b>{}</b> <small>{}</small>'
-                '<pre style="white-space:pre-wrap">{}</pre></div>',
+                '<pre class="wrap">{}</pre></div>',
                 ((m["role"], m["role"], m["id"], m["content"]) for m in item.messages),
             ),
         )
@@ -196,7 +208,7 @@ class ItemAdmin(admin.ModelAdmin):
             return "—"
         return format_html_join(
             "",
-            '<div dir="auto"><b>{}</b><pre style="white-space:pre-wrap">{}</pre></div>',
+            '<div dir="auto"><b>{}</b><pre class="wrap">{}</pre></div>',
             ((c["id"].upper(), c["content"]) for c in item.candidates),
         )
 

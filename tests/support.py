@@ -71,19 +71,27 @@ def redis_url() -> str:
     return url
 
 
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
 @contextlib.contextmanager
-def throwaway_database(tmp_path: Path) -> Iterator[str]:
-    """A DATABASE_URL for child processes: a new PostgreSQL database when the suite runs on
-    PostgreSQL (dropped afterwards), else a new SQLite file."""
+def postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database (dropped afterwards). It must be reachable: the suite
+    uses DATABASE_URL's server when that is PostgreSQL, else the local one."""
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith(("postgres://", "postgresql://")):
-        yield f"sqlite:///{tmp_path / 'child.sqlite3'}"
-        return
-    name = f"annotator_it_{uuid.uuid4().hex[:12]}"
+        base = DEFAULT_POSTGRES_URL
     parts = urlsplit(base)
     admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    name = f"annotator_it_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        raise AssertionError(
+            f"PostgreSQL is not reachable at {admin_url} ({exc}); these tests need it."
+        ) from None
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
         yield urlunsplit(parts._replace(path=f"/{name}"))
     finally:
@@ -91,6 +99,18 @@ def throwaway_database(tmp_path: Path) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@contextlib.contextmanager
+def throwaway_sqlite(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'child.sqlite3'}"
+
+
+def throwaway_database(tmp_path: Path):
+    """A database for child processes of the engine the suite runs on."""
+    if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+        return postgres_database()
+    return throwaway_sqlite(tmp_path)
 
 
 def wait_until(check, *, timeout: float, interval: float = 0.3, what: str = "condition"):
