@@ -179,6 +179,7 @@ def _write_batch(project: Project, batch: list[ParsedItem], result: ImportResult
                 license=item.license,
                 consent=item.consent,
                 language=item.language or detect_language(item.messages),
+                target=project.overlap,
             )
             for item in new
         ],
