@@ -7,6 +7,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from labelling.models import Project, Role
@@ -21,6 +22,8 @@ def _isolated_var_dir(settings, tmp_path):
     settings.VAR_DIR.mkdir()
     # Real hashing costs ~0.1 s a user; tests make many users and test no hashing.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Ids restart with each test's rollback; cached figures must not leak between tests.
+    cache.clear()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.cache import cache
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -40,10 +41,24 @@ class Progress:
         return round(100 * self.complete / self.items) if self.items else 0
 
 
+PROJECT_TOTALS_TTL = 15  # seconds; the queue asks for progress with every item
+
+
+def project_totals(*, project: Project) -> dict[str, int]:
+    """Items and items with all their ratings. Counting a million rows takes a while, so the
+    figures are shared for a few seconds rather than counted on every `next`."""
+    key = f"project-totals:{project.pk}"
+    totals = cache.get(key)
+    if totals is None:
+        totals = Item.objects.filter(project=project).aggregate(
+            items=Count("pk"), complete=Count("pk", filter=Q(ratings__gte=F("target")))
+        )
+        cache.set(key, totals, PROJECT_TOTALS_TTL)
+    return totals
+
+
 def project_progress(*, project: Project, rater: AbstractBaseUser) -> Progress:
-    totals = Item.objects.filter(project=project).aggregate(
-        items=Count("pk"), complete=Count("pk", filter=Q(ratings__gte=F("target")))
-    )
+    totals = project_totals(project=project)
     start_of_day = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     mine = Annotation.objects.filter(project=project, rater=rater).aggregate(
         mine=Count("pk"), today=Count("pk", filter=Q(created_at__gte=start_of_day))
