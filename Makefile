@@ -8,7 +8,7 @@ TORCH_WHEELS ?= /opt/wheels
 TORCH_FIND := $(if $(wildcard $(TORCH_WHEELS)),--find-links $(TORCH_WHEELS),--extra-index-url https://download.pytorch.org/whl/cpu)
 PYTEST_ARGS ?=
 
-.PHONY: run test install lint format bench-import clean
+.PHONY: run test install lint format bench-import bench-queue clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ format: install
 
 bench-import: install
 	$(PY) bench/import/run.py
+
+bench-queue: install
+	$(PY) bench/queue/run.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
