@@ -107,9 +107,19 @@ class LabelSchema(BaseModel):
         super().save(*args, **kwargs)
 
     def parsed(self):
+        """The parsed schema, kept per process: a version never changes once published."""
         from labelling.schema import parse_schema
 
-        return parse_schema(self.definition)
+        key = (self.pk, self.created_at)
+        schema = _PARSED_SCHEMAS.get(key)
+        if schema is None:
+            if len(_PARSED_SCHEMAS) > 256:
+                _PARSED_SCHEMAS.clear()
+            schema = _PARSED_SCHEMAS[key] = parse_schema(self.definition)
+        return schema
+
+
+_PARSED_SCHEMAS: dict = {}
 
 
 class Consent(models.TextChoices):

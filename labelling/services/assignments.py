@@ -75,44 +75,44 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
     ttl = timedelta(seconds=project.lease_ttl_seconds)
     seen = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
     while True:
-        with transaction.atomic():
-            candidates = (
-                _open_items()
-                .filter(project=project)
-                .exclude(Exists(seen))
-                .order_by("-priority", "id")
-                .values_list("pk", flat=True)
-            )
-            if connection.features.has_select_for_update_skip_locked:
-                candidates = candidates.select_for_update(skip_locked=True, of=("self",))
-            picked = list(candidates[:CANDIDATES])
-            if not picked:
-                return None
-            for item_id in picked:
-                lease = _lease(project, item_id, rater, schema, now + ttl)
-                if lease is not None:
-                    return Lease(lease, resumed=False)
+        try:
+            with transaction.atomic():
+                candidates = (
+                    _open_items()
+                    .filter(project=project)
+                    .exclude(Exists(seen))
+                    .order_by("-priority", "id")
+                    .values_list("pk", flat=True)
+                )
+                if connection.features.has_select_for_update_skip_locked:
+                    candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+                picked = list(candidates[:CANDIDATES])
+                if not picked:
+                    return None
+                for item_id in picked:
+                    if _take_slot(item_id):
+                        assignment = Assignment.objects.create(
+                            project=project,
+                            item_id=item_id,
+                            rater=rater,
+                            schema=schema,
+                            expires_at=now + ttl,
+                        )
+                        return Lease(assignment, resumed=False)
+        except IntegrityError:
+            # The same rater got this item in a concurrent request (a second tab); the slot
+            # taken above was rolled back with the rest. Look again.
+            continue
         # Every candidate filled up between the SELECT and the UPDATE: look again.
 
 
-def _lease(project, item_id, rater, schema, expires_at) -> Assignment | None:
-    # The conditional UPDATE is what admits the lease: it refuses one beyond the target.
-    taken = (
+def _take_slot(item_id: int) -> bool:
+    # The conditional UPDATE is what admits a lease: it refuses one beyond the target.
+    return (
         _open_items()
         .filter(pk=item_id)
         .update(leases=F("leases") + 1, status=ItemStatus.IN_PROGRESS, updated_at=timezone.now())
-    )
-    if taken != 1:
-        return None
-    try:
-        with transaction.atomic():
-            return Assignment.objects.create(
-                project=project, item_id=item_id, rater=rater, schema=schema, expires_at=expires_at
-            )
-    except IntegrityError:
-        # The rater got this item in a concurrent request (another tab): give the slot back.
-        Item.objects.filter(pk=item_id).update(leases=F("leases") - 1)
-        return None
+    ) == 1
 
 
 def assignment_heartbeat(*, assignment: Assignment) -> Assignment:
@@ -189,11 +189,16 @@ def _submit(
     """The submit transaction; None when the lease was released instead (see above)."""
     with transaction.atomic():
         # Serialises concurrent submits of one lease; the loser finds the winner's annotation.
-        locked = Assignment.objects.select_for_update().filter(pk=assignment.pk).first()
+        locked = (
+            Assignment.objects.select_for_update(of=("self",))
+            .select_related("item", "schema")
+            .filter(pk=assignment.pk)
+            .first()
+        )
         if locked is None:
             raise NotFound("Assignment not found.")
-        existing = Annotation.objects.filter(assignment=locked).first()
-        if existing is not None:
+        if locked.status == AssignmentStatus.SUBMITTED:
+            existing = Annotation.objects.get(assignment=locked)
             if existing.idempotency_key == idempotency_key:
                 return existing, False
             raise AssignmentClosed("This lease already has an answer.")
