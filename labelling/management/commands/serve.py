@@ -36,7 +36,12 @@ class Command(BaseCommand):
                 "--schedule", schedule, "--queues", "default,ml", "--concurrency", "2",
                 "--loglevel", "INFO",
             ]  # fmt: skip
-        processes = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}  # noqa: S603
+        # Own sessions, so Ctrl-C reaches only this process, which stops both in order
+        # (a terminal would otherwise signal every worker child at once).
+        processes = {
+            name: subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
+            for name, cmd in commands.items()
+        }
         self.stdout.write(self.style.SUCCESS(f"Serving on http://{bind}/ (Ctrl-C stops)"))
 
         stopping = False
