@@ -1,0 +1,1 @@
+"""Agreement statistics and consensus methods over plain Python and numpy data (no Django)."""
