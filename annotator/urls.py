@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.i18n import JavaScriptCatalog
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from labelling import views
@@ -19,7 +20,13 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", include("labelling.web.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path(
+        "jsi18n/",
+        JavaScriptCatalog.as_view(packages=["labelling"]),
+        name="javascript-catalog",
+    ),
     path("admin/", admin.site.urls),
     path("api/v1/", include("labelling.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
