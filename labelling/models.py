@@ -33,6 +33,22 @@ class Project(BaseModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Quality control.
+    gold_rate = models.FloatField(
+        default=0.1, help_text=_("Share of a rater's items that are hidden gold items.")
+    )
+    gold_min_items = models.PositiveSmallIntegerField(
+        default=5, help_text=_("Gold items a rater answers before their accuracy can pause them.")
+    )
+    gold_min_accuracy = models.FloatField(
+        default=0.7, help_text=_("Raters whose gold accuracy falls below this are paused.")
+    )
+    approval_min_agreement = models.FloatField(
+        default=0.8, help_text=_("Items whose raters agree at least this much are approved.")
+    )
+    max_overlap = models.PositiveSmallIntegerField(
+        default=5, help_text=_("When raters disagree, add raters up to this many, then review.")
+    )
 
     class Meta:
         ordering = ["name"]
@@ -42,6 +58,13 @@ class Project(BaseModel):
             ),
             models.CheckConstraint(
                 condition=Q(lease_ttl_seconds__gte=5), name="project_lease_ttl_at_least_5s"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_rate__gte=0, gold_rate__lte=0.5),
+                name="project_gold_rate_0_to_half",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_overlap__gte=F("overlap")), name="project_max_overlap_ge_overlap"
             ),
         ]
 
@@ -65,6 +88,8 @@ class Membership(BaseModel):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.RATER)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    pause_reason = models.TextField(blank=True)
 
     class Meta:
         constraints = [
@@ -157,6 +182,11 @@ class Item(BaseModel):
     target = models.PositiveSmallIntegerField(default=1, help_text=_("Ratings this item needs."))
     ratings = models.PositiveSmallIntegerField(default=0)
     leases = models.PositiveSmallIntegerField(default=0)
+    # Known answers: a gold item is mixed into queues unseen and scores its raters.
+    gold = models.JSONField(null=True, blank=True)
+    # {question: {"value", "distribution", "agreement", "n"}}, kept by services/quality.py.
+    consensus = models.JSONField(default=dict, blank=True)
+    agreement = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]
@@ -177,9 +207,13 @@ class Item(BaseModel):
             # so items with all their ratings or leases drop out of the scan.
             models.Index(
                 fields=["project", "-priority", "id"],
-                condition=Q(ratings__lt=F("target") - F("leases")),
+                condition=Q(ratings__lt=F("target") - F("leases"), gold__isnull=True),
                 name="item_queue_open",
             ),
+            # assignment_next's gold draw and the gold list: a project's gold items.
+            models.Index(fields=["project"], condition=Q(gold__isnull=False), name="item_gold"),
+            # The review queue and status filters.
+            models.Index(fields=["project", "status"], name="item_by_status"),
         ]
 
     def __str__(self) -> str:
@@ -188,6 +222,14 @@ class Item(BaseModel):
     @property
     def is_pair(self) -> bool:
         return bool(self.candidates)
+
+    def turns(self) -> list:
+        """Messages then candidate replies, as the schema's answer validation sees them."""
+        from labelling.schema import Turn
+
+        return [Turn(m["id"], m["role"], m["content"]) for m in self.messages] + [
+            Turn(c["id"], c["role"], c["content"]) for c in self.candidates or []
+        ]
 
 
 class ApiToken(BaseModel):
@@ -297,3 +339,29 @@ class Annotation(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.rater} on item {self.item_id}"
+
+
+class ReviewAction(BaseModel):
+    """An audited reviewer decision on an item."""
+
+    class Action(models.TextChoices):
+        APPROVE = "approve", _("Approve")
+        CORRECT = "correct", _("Correct")
+        REJECT = "reject", _("Reject")
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="reviews")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="reviews")
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="reviews"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    answers = models.JSONField(null=True, blank=True)  # the reviewer's final answers (correct)
+    previous_status = models.CharField(max_length=16, choices=ItemStatus.choices)
+    previous_consensus = models.JSONField(default=dict)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} {self.action} item {self.item_id}"

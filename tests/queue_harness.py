@@ -35,6 +35,7 @@ spec = json.loads({spec!r})
 admin = User.objects.create_user("admin", is_staff=True, is_superuser=True)
 project = project_create(slug=spec["slug"], name="Load", created_by=admin, overlap=spec["overlap"])
 project.lease_ttl_seconds = spec["ttl"]
+project.max_overlap = spec["overlap"]  # no extra raters on disagreement: overlap is the bound
 project.save()
 schema_publish(project=project, definition=template("per_turn_quality"), created_by=admin)
 lines = []

@@ -61,7 +61,10 @@ def test_50_raters_on_postgresql_never_exceed_the_overlap(tmp_path, overlap, new
         def change_overlap_midway() -> None:
             time.sleep(4)
             status, project = server.client("admin").call(
-                "PATCH", f"/api/v1/projects/{server.slug}/", {"overlap": new_overlap}
+                "PATCH",
+                f"/api/v1/projects/{server.slug}/",
+                # No extra raters on disagreement here: the overlap alone bounds the ratings.
+                {"overlap": new_overlap, "max_overlap": new_overlap},
             )
             assert status == 200, project
             # Not the project's updated_at: that is stamped before the change commits. An

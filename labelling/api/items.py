@@ -31,7 +31,8 @@ class ItemOutputSerializer(serializers.ModelSerializer):
         model = Item
         fields = [
             "id", "external_id", "messages", "candidates", "metadata", "source", "license",
-            "consent", "language", "status", "created_at", "updated_at",
+            "consent", "language", "status", "gold", "consensus", "agreement", "ratings",
+            "target", "created_at", "updated_at",
         ]  # fmt: skip
 
 

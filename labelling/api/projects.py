@@ -22,7 +22,8 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         model = Project
         fields = [
             "slug", "name", "description", "guidelines", "overlap", "lease_ttl_seconds",
-            "item_count", "created_at", "updated_at",
+            "gold_rate", "gold_min_items", "gold_min_accuracy", "approval_min_agreement",
+            "max_overlap", "item_count", "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_item_count(self, project: Project) -> int:
@@ -72,6 +73,11 @@ class ProjectDetailApi(APIView):
         guidelines = serializers.CharField(required=False, allow_blank=True)
         overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
         lease_ttl_seconds = serializers.IntegerField(min_value=5, max_value=86400, required=False)
+        gold_rate = serializers.FloatField(min_value=0, max_value=0.5, required=False)
+        gold_min_items = serializers.IntegerField(min_value=1, max_value=1000, required=False)
+        gold_min_accuracy = serializers.FloatField(min_value=0, max_value=1, required=False)
+        approval_min_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
+        max_overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
 
     @extend_schema(responses=ProjectOutputSerializer)
     def get(self, request, slug: str):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.api import assignments, items, projects
+from labelling.api import assignments, items, projects, quality
 
 urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="api-projects"),
@@ -19,6 +19,28 @@ urlpatterns = [
         "projects/<slug:slug>/items/<int:item_id>/",
         items.ItemDetailApi.as_view(),
         name="api-project-item",
+    ),
+    path(
+        "projects/<slug:slug>/items/<int:item_id>/gold/",
+        quality.GoldApi.as_view(),
+        name="api-project-item-gold",
+    ),
+    path(
+        "projects/<slug:slug>/items/<int:item_id>/annotations/",
+        quality.ItemAnnotationsApi.as_view(),
+        name="api-project-item-annotations",
+    ),
+    path(
+        "projects/<slug:slug>/items/<int:item_id>/review/",
+        quality.ReviewApi.as_view(),
+        name="api-project-item-review",
+    ),
+    path("projects/<slug:slug>/agreement/", quality.AgreementApi.as_view(), name="api-agreement"),
+    path("projects/<slug:slug>/raters/", quality.RaterStatsApi.as_view(), name="api-raters"),
+    path(
+        "projects/<slug:slug>/raters/<int:user_id>/resume/",
+        quality.RaterResumeApi.as_view(),
+        name="api-rater-resume",
     ),
     path("projects/<slug:slug>/next/", assignments.NextApi.as_view(), name="api-project-next"),
     path(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
 from labelling.errors import Forbidden, NotFound
 from labelling.models import ApiToken, LabelSchema, Membership, Project, Role
@@ -51,7 +51,12 @@ def projects_for_user(*, user: AbstractBaseUser) -> QuerySet[Project]:
     projects = Project.objects.all()
     if not user.is_superuser:
         projects = projects.filter(memberships__user=user)
-    return projects.annotate(item_count=Count("items", distinct=True)).order_by("name")
+    role = Membership.objects.filter(project=OuterRef("pk"), user=user).values("role")[:1]
+    return projects.annotate(
+        item_count=Count("items", distinct=True),
+        needs_review=Count("items", filter=Q(items__status="needs_review"), distinct=True),
+        my_role=Subquery(role),
+    ).order_by("name")
 
 
 def schema_current(*, project: Project) -> LabelSchema | None:

@@ -10,6 +10,7 @@ concurrent raters over different candidates so they do not queue on one row.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,10 +27,14 @@ from labelling.models import (
     Item,
     ItemStatus,
     LabelSchema,
+    Membership,
     Project,
 )
-from labelling.schema import AnswerError, Turn, validate_answers
+from labelling.schema import AnswerError, validate_answers
 from labelling.selectors.projects import schema_current
+from labelling.services.quality import item_quality_update, rater_standing_update
+
+_rng = random.Random()  # noqa: S311 - which items are gold is not a secret from the server
 
 CANDIDATES = 8  # rows locked per attempt; more than one so concurrent raters spread out
 EXPIRE_AT_LEASE = 50  # stale leases returned to the pool by each `next` before it picks
@@ -47,6 +52,11 @@ class AssignmentClosed(ApplicationError):
     http_status = 409
 
 
+class RaterPaused(ApplicationError):
+    code = "rater_paused"
+    http_status = 403
+
+
 @dataclass
 class Lease:
     assignment: Assignment
@@ -54,7 +64,8 @@ class Lease:
 
 
 def _open_items():
-    return Item.objects.filter(ratings__lt=F("target") - F("leases"))
+    # Spelled like the item_queue_open index's condition, so the planner can use it.
+    return Item.objects.filter(ratings__lt=F("target") - F("leases"), gold__isnull=True)
 
 
 def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | None:
@@ -68,12 +79,22 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
     )
     if current is not None and current.expires_at > now:
         return Lease(assignment_heartbeat(assignment=current), resumed=True)
+    membership = Membership.objects.filter(project=project, user=rater).first()
+    if membership is not None and membership.paused_at is not None:
+        raise RaterPaused(
+            f"You are paused on this project: {membership.pause_reason} "
+            "A project admin can resume you."
+        )
     assignments_expire(project=project, limit=EXPIRE_AT_LEASE)
     schema = schema_current(project=project)
     if schema is None:
         raise NoSchema()
     ttl = timedelta(seconds=project.lease_ttl_seconds)
     seen = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
+    if project.gold_rate > 0 and _rng.random() < project.gold_rate:
+        gold = _lease_gold(project, rater, schema, now + ttl, seen)
+        if gold is not None:
+            return Lease(gold, resumed=False)
     while True:
         try:
             with transaction.atomic():
@@ -104,6 +125,28 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
             # taken above was rolled back with the rest. Look again.
             continue
         # Every candidate filled up between the SELECT and the UPDATE: look again.
+
+
+def _lease_gold(project, rater, schema, expires_at, seen) -> Assignment | None:
+    """A gold item this rater has not seen. Gold items are rated by everyone, so they take no
+    slot: their lease is counted but not capped."""
+    gold = (
+        Item.objects.filter(project=project, gold__isnull=False)
+        .exclude(Exists(seen))
+        .order_by("?")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if gold is None:
+        return None
+    try:
+        with transaction.atomic():
+            Item.objects.filter(pk=gold).update(leases=F("leases") + 1)
+            return Assignment.objects.create(
+                project=project, item_id=gold, rater=rater, schema=schema, expires_at=expires_at
+            )
+    except IntegrityError:
+        return None  # the same rater took it in another tab; serve a regular item instead
 
 
 def _take_slot(item_id: int) -> bool:
@@ -191,7 +234,7 @@ def _submit(
         # Serialises concurrent submits of one lease; the loser finds the winner's annotation.
         locked = (
             Assignment.objects.select_for_update(of=("self",))
-            .select_related("item", "schema")
+            .select_related("item__project", "schema")
             .filter(pk=assignment.pk)
             .first()
         )
@@ -207,7 +250,14 @@ def _submit(
         item = locked.item
         cleaned = _validate(locked.schema, item, answers)
         now = timezone.now()
-        if locked.status == AssignmentStatus.ACTIVE:
+        if item.gold is not None:
+            # Gold items have no cap: every rater answers them to be scored.
+            Item.objects.filter(pk=item.pk).update(
+                ratings=F("ratings") + 1,
+                leases=F("leases") - (1 if locked.status == AssignmentStatus.ACTIVE else 0),
+                updated_at=now,
+            )
+        elif locked.status == AssignmentStatus.ACTIVE:
             counted = Item.objects.filter(pk=item.pk, ratings__lt=F("target")).update(
                 ratings=F("ratings") + 1, leases=F("leases") - 1, updated_at=now
             )
@@ -238,15 +288,17 @@ def _submit(
             time_spent_ms=max(0, min(int(spent), MAX_TIME_SPENT_MS)),
             idempotency_key=idempotency_key,
         )
+        if item.gold is None:
+            item_quality_update(item=item)
+        else:
+            rater_standing_update(project=locked.project, rater=locked.rater)
     return annotation, True
 
 
 def _validate(schema: LabelSchema, item: Item, answers: object) -> dict:
-    turns = [Turn(m["id"], m["role"], m["content"]) for m in item.messages]
-    turns += [Turn(c["id"], c["role"], c["content"]) for c in item.candidates or []]
     try:
         return validate_answers(
-            schema.parsed(), answers, turns=turns, has_candidates=bool(item.candidates)
+            schema.parsed(), answers, turns=item.turns(), has_candidates=bool(item.candidates)
         )
     except AnswerError as exc:
         first = exc.errors[0]

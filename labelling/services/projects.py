@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from labelling.errors import InvalidSchema
+from labelling.errors import InvalidInput, InvalidSchema
 from labelling.models import Item, LabelSchema, Membership, Project, Role
 from labelling.schema import SchemaError, parse_schema
 
@@ -36,7 +37,10 @@ def project_create(
     return project
 
 
-PROJECT_SETTINGS = ("name", "description", "guidelines", "overlap", "lease_ttl_seconds")
+PROJECT_SETTINGS = (
+    "name", "description", "guidelines", "overlap", "lease_ttl_seconds", "gold_rate",
+    "gold_min_items", "gold_min_accuracy", "approval_min_agreement", "max_overlap",
+)  # fmt: skip
 
 
 def project_update(*, project: Project, **changes: object) -> Project:
@@ -46,7 +50,18 @@ def project_update(*, project: Project, **changes: object) -> Project:
     assert not unknown, f"project_update cannot change {unknown}; add them to PROJECT_SETTINGS."
     for name, value in changes.items():
         setattr(project, name, value)
-    project.full_clean()
+    if "max_overlap" not in changes and project.max_overlap < project.overlap:
+        project.max_overlap = project.overlap  # raising the overlap raises the ceiling with it
+        changes["max_overlap"] = project.max_overlap
+    try:
+        project.full_clean()
+    except ValidationError as exc:
+        errors = [
+            {"field": field, "message": message}
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        ]
+        raise InvalidInput(errors[0]["message"], extra={"errors": errors}) from None
     with transaction.atomic():
         project.save(update_fields=[*changes, "updated_at"])
         if "overlap" in changes:
