@@ -68,7 +68,7 @@ def test_make_run_steps_serve_the_demo_with_a_worker_and_stop_on_ctrl_c(tmp_path
     assert "252 item(s) added" in first.stdout
     assert "0 item(s) added, 252 already there" in again.stdout
     credentials = json.loads((tmp_path / "demo_credentials.json").read_text())
-    assert set(credentials) == {"admin", "rater1", "rater2"}
+    assert set(credentials) == {"admin", "rater1", "rater2", "rater3"}
     assert all(password in again.stdout for password in credentials.values())
 
     port = free_port()

@@ -1,4 +1,8 @@
-"""`manage.py demo`: an admin, two raters and two demo projects of real conversations.
+"""`manage.py demo`: an admin, three raters and two demo projects of real conversations.
+
+The review project asks three ratings per item (agreeing items are approved on their own,
+disagreements go to the admin's review queue) and holds gold items taken from the data sets'
+own human labels, so raters' gold accuracy shows on the dashboard.
 
 Safe to run again: existing users keep their passwords (read back from var/), existing
 projects are kept, and the import skips items already present.
@@ -20,10 +24,20 @@ from labelling.models import Project, Role
 from labelling.schema import template
 from labelling.selectors.projects import schema_current
 from labelling.services.items import items_import
-from labelling.services.projects import membership_set, project_create, schema_publish
+from labelling.services.projects import (
+    membership_set,
+    project_create,
+    project_update,
+    schema_publish,
+)
+from labelling.services.quality import gold_set
 
 DATA = Path(__file__).resolve().parents[2] / "demo_data"
-USERS = [("admin", True), ("rater1", False), ("rater2", False)]
+USERS = [("admin", True), ("rater1", False), ("rater2", False), ("rater3", False)]
+RATERS = [username for username, is_admin in USERS if not is_admin]
+# TruthfulQA's human judgements, in the review template's terms.
+GOLD_TRUTHFULNESS = {"truthful": "true", "false": "false"}
+GOLD_ITEMS = 12
 GUIDELINES = """\
 **Read the whole conversation, then judge the last assistant reply.**
 
@@ -42,6 +56,7 @@ PROJECTS = [
         "Spanish, Catalan, Galician, Basque and Brazilian Portuguese.",
         "template": "llm_response_review",
         "file": "review.jsonl",
+        "overlap": 3,
     },
     {
         "slug": "harmless-pairs",
@@ -49,6 +64,7 @@ PROJECTS = [
         "description": "Two replies to the same chat: which one is less harmful?",
         "template": "pairwise_preference",
         "file": "pairs.jsonl",
+        "overlap": 1,
     },
 ]
 
@@ -63,6 +79,8 @@ class Command(BaseCommand):
             project = self._project(spec, admin)
             with (DATA / spec["file"]).open("rb") as stream:
                 result = items_import(project=project, stream=stream, fmt="jsonl")
+            if spec["template"] == "llm_response_review":
+                self._gold(project)
             self.stdout.write(
                 f"Project {project.slug}: {result.created} item(s) added, "
                 f"{result.skipped_existing} already there."
@@ -72,6 +90,16 @@ class Command(BaseCommand):
         for username, password in credentials.items():
             self.stdout.write(f"  {username:8} {password}")
         self.stdout.write(f"(kept in {self._credentials_path()}, readable only by you)")
+
+    def _gold(self, project: Project) -> None:
+        """Gold from the data set's own labels, on a few TruthfulQA answers (once)."""
+        if project.items.filter(gold__isnull=False).exists():
+            return
+        candidates = project.items.filter(external_id__startswith="tqa-").order_by("pk")
+        for item in candidates[:GOLD_ITEMS]:
+            label = item.metadata.get("reference_labels", {}).get("truthfulness")
+            if label in GOLD_TRUTHFULNESS:
+                gold_set(item=item, answers={"truthfulness": GOLD_TRUTHFULNESS[label]})
 
     def _credentials_path(self) -> Path:
         return Path(settings.VAR_DIR) / "demo_credentials.json"
@@ -107,8 +135,9 @@ class Command(BaseCommand):
                 guidelines=GUIDELINES,
                 created_by=admin,
             )
+            project_update(project=project, overlap=spec["overlap"], max_overlap=spec["overlap"])
         User = get_user_model()
-        for username in ("rater1", "rater2"):
+        for username in RATERS:
             membership_set(project=project, user=User.objects.get(username=username),
                            role=Role.RATER)  # fmt: skip
         if schema_current(project=project) is None:
