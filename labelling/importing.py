@@ -11,7 +11,8 @@ import csv
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -96,6 +97,15 @@ def format_for(name: str | None = None, content_type: str | None = None) -> str 
     return None
 
 
+def _reject_constant(name: str) -> float:
+    # Python's json reads NaN and Infinity, which are not JSON and which PostgreSQL refuses.
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
 # Reading ---------------------------------------------------------------------------------------
 
 
@@ -134,10 +144,10 @@ def _iter_jsonl(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
         except RowError as error:
             yield line, error
             continue
-        if not text.strip():
+        if not text or text.isspace():  # the same test as `not text.strip()`, without a copy
             continue
         try:
-            yield line, json.loads(text)
+            yield line, _loads(text)
         except json.JSONDecodeError as exc:
             yield line, RowError(line, "", f"Invalid JSON at column {exc.colno}: {exc.msg}.")
 
@@ -195,7 +205,7 @@ _WS = re.compile(r"[ \t\r\n]*")
 
 def _iter_json_array(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
     """Parse `[{...}, {...}]` one element at a time, tracking the line each element starts on."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_reject_constant)
     raw = b""
     eof = False
 
@@ -322,15 +332,51 @@ def iter_records(stream: IO[bytes], fmt: str) -> Iterator[tuple[int, Any]]:
 
 # Normalising -----------------------------------------------------------------------------------
 
+# PostgreSQL text and jsonb cannot hold U+0000, so such a record is refused with its field.
+NUL = "\x00"
+NUL_MESSAGE = "Contains a NUL character (\\u0000), which cannot be stored."
+# The ids messages get when they have none: built once, not per message.
+DEFAULT_MESSAGE_IDS = tuple(f"t{n}" for n in range(1, 1001))
+# A message with only these keys has none of MESSAGE_EXTRA_KEYS to copy.
+PLAIN_MESSAGE_KEYS = {"id", "role", "from", "content", "value"}
+
+
+def _visible(key: str) -> str:
+    """A key for an error's field name, its NUL characters written as \\u0000."""
+    return key.replace(NUL, "\\u0000")
+
+
+def _nul_field(value: Any, path: str) -> str | None:
+    """The path of the first string or object key in `value` that holds a NUL character."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if isinstance(key, str) and NUL in key:
+                return f"{path}.{_visible(key)}"
+            found = _nul_field(inner, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found = _nul_field(inner, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
 
 def _text(value: Any, line: int, name: str, *, max_chars: int, required: bool = False) -> str:
-    if value is None:
-        value = ""
+    if value is None or value == "":
+        if required:
+            raise RowError(line, name, "This field is required.")
+        return ""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise RowError(line, name, f"Expected text, got {type(value).__name__}.")
     text = str(value).strip()
     if required and not text:
         raise RowError(line, name, "This field is required.")
+    if NUL in text:
+        raise RowError(line, name, NUL_MESSAGE)
     if len(text) > max_chars:
         raise RowError(line, name, f"Longer than {max_chars} characters.")
     return text
@@ -361,6 +407,8 @@ def _content(value: Any, line: int, name: str, limits: ImportLimits) -> str:
             name,
             f"Message is {len(value)} characters; the limit is {limits.max_message_chars}.",
         )
+    if NUL in value:
+        raise RowError(line, name, NUL_MESSAGE)
     return value
 
 
@@ -368,7 +416,7 @@ def _messages(value: Any, line: int, name: str, limits: ImportLimits) -> list[di
     if isinstance(value, str):
         # CSV cells carry JSON as text.
         try:
-            value = json.loads(value)
+            value = _loads(value)
         except json.JSONDecodeError as exc:
             raise RowError(line, name, f"Invalid JSON: {exc.msg}.") from None
     if not isinstance(value, list):
@@ -383,49 +431,73 @@ def _messages(value: Any, line: int, name: str, limits: ImportLimits) -> list[di
     errors: list[RowError] = []
     seen_ids: set[str] = set()
     for index, raw in enumerate(value):
-        where = f"{name}[{index}]"
         try:
-            messages.append(_message(raw, line, where, index, seen_ids, limits))
+            messages.append(_message(raw, line, name, index, seen_ids, limits))
         except RowError as error:
             errors.append(error)
     if errors:
         raise RowErrors(errors)
-    if not any(message["content"].strip() for message in messages):
+    # str.strip() and str.isspace() agree on what is blank; this way copies no text.
+    for message in messages:
+        content = message["content"]
+        if content and not content.isspace():
+            break
+    else:
         raise RowError(line, name, "Every message is empty.")
     return messages
 
 
 def _message(
-    raw: Any, line: int, where: str, index: int, seen_ids: set[str], limits: ImportLimits
+    raw: Any, line: int, name: str, index: int, seen_ids: set[str], limits: ImportLimits
 ) -> dict[str, Any]:
+    # Runs for every message of every item: the field name is only built for an error.
     if not isinstance(raw, dict):
-        raise RowError(line, where, "Expected an object with 'role' and 'content'.")
+        raise RowError(line, f"{name}[{index}]", "Expected an object with 'role' and 'content'.")
     # ShareGPT spells them "from" and "value".
-    role = raw.get("role", raw.get("from"))
-    if not isinstance(role, str) or not role:
-        raise RowError(line, f"{where}.role", "Missing role.")
-    role = ROLE_ALIASES.get(role.lower(), role.lower())
+    given_role = raw["role"] if "role" in raw else raw.get("from")
+    if not isinstance(given_role, str) or not given_role:
+        raise RowError(line, f"{name}[{index}].role", "Missing role.")
+    lowered = given_role.lower()
+    role = ROLE_ALIASES.get(lowered, lowered)
     if role not in ROLES:
         raise RowError(
-            line, f"{where}.role", f"Unknown role {raw.get('role', raw.get('from'))!r}; "
-            f"use one of: {', '.join(ROLES)}."
+            line,
+            f"{name}[{index}].role",
+            NUL_MESSAGE if NUL in given_role else
+            f"Unknown role {given_role!r}; use one of: {', '.join(ROLES)}.",
         )  # fmt: skip
-    content = _content(raw.get("content", raw.get("value")), line, f"{where}.content", limits)
+    content = raw["content"] if "content" in raw else raw.get("value")
+    # Plain text within the limit is the common case; _content checks (and names) the rest.
+    if type(content) is not str or len(content) > limits.max_message_chars or NUL in content:
+        content = _content(content, line, f"{name}[{index}].content", limits)
     message_id = raw.get("id")
     if message_id is None:
-        message_id = f"t{index + 1}"
-    elif isinstance(message_id, bool) or not isinstance(message_id, str | int):
-        raise RowError(line, f"{where}.id", "Message ids are text or whole numbers.")
-    message_id = str(message_id)
-    if not MESSAGE_ID_RE.match(message_id):
-        raise RowError(line, f"{where}.id", "Message ids are 1-64 letters, digits, or _ . : -")
+        message_id = (
+            DEFAULT_MESSAGE_IDS[index] if index < len(DEFAULT_MESSAGE_IDS) else f"t{index + 1}"
+        )
+    else:
+        if isinstance(message_id, bool) or not isinstance(message_id, str | int):
+            raise RowError(line, f"{name}[{index}].id", "Message ids are text or whole numbers.")
+        message_id = str(message_id)
+        if not MESSAGE_ID_RE.match(message_id):
+            raise RowError(
+                line,
+                f"{name}[{index}].id",
+                NUL_MESSAGE if NUL in message_id else
+                "Message ids are 1-64 letters, digits, or _ . : -",
+            )  # fmt: skip
     if message_id in seen_ids:
-        raise RowError(line, f"{where}.id", f"Message id {message_id!r} is used twice.")
+        raise RowError(line, f"{name}[{index}].id", f"Message id {message_id!r} is used twice.")
     seen_ids.add(message_id)
     message: dict[str, Any] = {"id": message_id, "role": role, "content": content}
-    for key in MESSAGE_EXTRA_KEYS:
-        if raw.get(key) is not None:
-            message[key] = raw[key]
+    if not raw.keys() <= PLAIN_MESSAGE_KEYS:
+        for key in MESSAGE_EXTRA_KEYS:
+            extra = raw.get(key)
+            if extra is not None:
+                bad = _nul_field(extra, f"{name}[{index}].{key}")
+                if bad:
+                    raise RowError(line, bad, NUL_MESSAGE)
+                message[key] = extra
     return message
 
 
@@ -434,7 +506,7 @@ def _candidates(record: dict[str, Any], line: int, limits: ImportLimits) -> list
         raw = record["candidates"]
         if isinstance(raw, str):
             try:
-                raw = json.loads(raw)
+                raw = _loads(raw)
             except json.JSONDecodeError as exc:
                 raise RowError(line, "candidates", f"Invalid JSON: {exc.msg}.") from None
         if not isinstance(raw, list) or len(raw) != 2:
@@ -460,12 +532,29 @@ def _json_object(value: Any, line: int, name: str) -> dict[str, Any]:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = _loads(value)
         except json.JSONDecodeError as exc:
             raise RowError(line, name, f"Invalid JSON: {exc.msg}.") from None
     if not isinstance(value, dict):
         raise RowError(line, name, "Expected a JSON object.")
+    bad = _nul_field(value, name)
+    if bad:
+        raise RowError(line, bad, NUL_MESSAGE)
     return value
+
+
+def _extras(record: dict[str, Any], line: int) -> dict[str, Any]:
+    """Keys without a meaning (and CSV `meta.x` columns), to keep in metadata."""
+    extras = {k: v for k, v in record.items() if k not in KNOWN_KEYS and not k.startswith("meta.")}
+    for key, value in record.items():
+        if key.startswith("meta."):
+            extras[key.removeprefix("meta.")] = value
+    for key, value in record.items():
+        if key not in KNOWN_KEYS:
+            bad = _visible(key) if NUL in key else _nul_field(value, key)
+            if bad:
+                raise RowError(line, bad, NUL_MESSAGE)
+    return extras
 
 
 def content_hash(messages: list[dict[str, Any]], candidates: list[dict[str, Any]] | None) -> str:
@@ -477,26 +566,28 @@ def content_hash(messages: list[dict[str, Any]], candidates: list[dict[str, Any]
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _attempt(errors: list[RowError], fn, *args, **kwargs):
+    """fn(*args, **kwargs), or None with its RowError(s) added to `errors`."""
+    try:
+        return fn(*args, **kwargs)
+    except RowError as error:
+        errors.append(error)
+    except RowErrors as many:
+        errors.extend(many.errors)
+    return None
+
+
 def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
     """One record in any accepted shape → ParsedItem, or RowErrors naming every bad field."""
     if not isinstance(record, dict):
         raise RowErrors([RowError(line, "", "Each item must be a JSON object.")])
     errors: list[RowError] = []
 
-    def attempt(fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except RowError as error:
-            errors.append(error)
-        except RowErrors as many:
-            errors.extend(many.errors)
-        return None
-
     if "messages" in record or "conversations" in record:
         key = "messages" if "messages" in record else "conversations"
-        messages = attempt(_messages, record[key], line, key, limits)
+        messages = _attempt(errors, _messages, record[key], line, key, limits)
     elif "prompt" in record:
-        messages = attempt(_prompt_messages, record, line, limits)
+        messages = _attempt(errors, _prompt_messages, record, line, limits)
     else:
         errors.append(
             RowError(
@@ -507,34 +598,37 @@ def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
             )
         )
         messages = None
-    candidates = attempt(_candidates, record, line, limits)
+    candidates = _attempt(errors, _candidates, record, line, limits)
 
     external_id = record.get("external_id", record.get("id"))
     id_field = "external_id" if "external_id" in record else "id"
     if external_id in (None, ""):
         external_id = None
     else:
-        external_id = attempt(_text, external_id, line, id_field, max_chars=255)
+        external_id = _attempt(errors, _text, external_id, line, id_field, max_chars=255)
 
-    metadata = attempt(_json_object, record.get("metadata", record.get("meta")), line, "metadata")
-    extras = {k: v for k, v in record.items() if k not in KNOWN_KEYS and not k.startswith("meta.")}
-    for key, value in record.items():
-        if key.startswith("meta."):
-            extras[key.removeprefix("meta.")] = value
+    metadata = _attempt(
+        errors, _json_object, record.get("metadata", record.get("meta")), line, "metadata"
+    )
+    # Most records hold only known keys; the set comparison skips the walk for them.
+    extras = {} if record.keys() <= KNOWN_KEYS else _attempt(errors, _extras, record, line)
 
-    source = attempt(_text, record.get("source"), line, "source", max_chars=500)
-    license_ = attempt(_text, record.get("license"), line, "license", max_chars=100)
-    consent = attempt(_text, record.get("consent"), line, "consent", max_chars=16) or "unknown"
+    source = _attempt(errors, _text, record.get("source"), line, "source", max_chars=500)
+    license_ = _attempt(errors, _text, record.get("license"), line, "license", max_chars=100)
+    consent = (
+        _attempt(errors, _text, record.get("consent"), line, "consent", max_chars=16) or "unknown"
+    )
     if consent not in CONSENT_VALUES:
         errors.append(
             RowError(line, "consent", f"{consent!r} is not one of: {', '.join(CONSENT_VALUES)}.")
         )
-    language = attempt(_text, record.get("language"), line, "language", max_chars=35) or ""
-    language = language.lower().replace("_", "-")
-    if language and not LANGUAGE_RE.match(language):
-        errors.append(
-            RowError(line, "language", f"{language!r} is not a language code like 'pt-br'.")
-        )
+    language = _attempt(errors, _text, record.get("language"), line, "language", max_chars=35) or ""
+    if language:
+        language = language.lower().replace("_", "-")
+        if not LANGUAGE_RE.match(language):
+            errors.append(
+                RowError(line, "language", f"{language!r} is not a language code like 'pt-br'.")
+            )
     if errors:
         raise RowErrors(errors)
     assert messages is not None
@@ -546,7 +640,7 @@ def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
         external_id=external_id,
         messages=messages,
         candidates=candidates,
-        metadata={**(metadata or {}), **extras},
+        metadata={**metadata, **extras} if extras else metadata or {},
         source=source or "",
         license=license_ or "",
         consent=consent,
@@ -576,13 +670,116 @@ def _prompt_messages(record: dict[str, Any], line: int, limits: ImportLimits) ->
     return messages
 
 
-def detect_language(messages: Iterable[dict[str, Any]]) -> str:
-    """Best guess at the conversation's language from its user and assistant text."""
+# Language detection ----------------------------------------------------------------------------
+
+# py3langid's cost grows with the text it reads (a Python loop per byte, then one row of weights
+# per distinct n-gram), while its answer on ordinary sentences settles well before 200
+# characters: read the start of each turn, up to this much in all.
+LANGUAGE_SAMPLE_PER_MESSAGE = 100
+LANGUAGE_SAMPLE_CHARS = 160
+
+
+def language_sample(messages: Iterable[dict[str, Any]]) -> str:
+    """The text language detection reads: the start of the user and assistant turns."""
+    return " ".join(
+        m["content"][:LANGUAGE_SAMPLE_PER_MESSAGE]
+        for m in messages
+        if m["role"] in ("user", "assistant")
+    )[:LANGUAGE_SAMPLE_CHARS]
+
+
+class _LanguageIdentifier:
+    """py3langid's classify, cheaper: the same walk and the same weights, kept as float32.
+
+    The model stores its weights as float16, and converting the rows a text needs costs more
+    than the rest of the call. Rows are converted once, on first use, into a cache that only
+    holds the n-grams seen so far (about 5 MB for a handful of languages) and is emptied when it
+    reaches `capacity` rows (19 MB), so memory stays bounded. The answer is py3langid's: a
+    featureless text, or a py3langid without these internals, goes to py3langid.classify.
+    """
+
+    def __init__(self, capacity: int = 32_768):
+        import numpy as np
+        import py3langid
+        from py3langid import langid
+
+        self._np = np
+        self._classify = py3langid.classify
+        identifier = langid._get_identifier()
+        self._identifier = identifier
+        self._walk = langid.visit_counts
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        features, classes = identifier.nb_ptc.shape
+        self._slot = np.full(features, -1, dtype=np.int64)
+        self._rows = np.empty((capacity, classes), dtype=np.float32)
+        self._used = 0
+
+    @classmethod
+    def usable(cls) -> bool:
+        from py3langid import langid
+
+        identifier = langid._get_identifier()
+        needed = ("nb_ptc", "nb_pc", "nb_classes", "tk_nextmove", "tk_output", "_rowbase")
+        return (
+            hasattr(langid, "visit_counts")
+            and all(hasattr(identifier, name) for name in needed)
+            and not getattr(identifier, "_norm_probs", False)
+            and getattr(identifier, "min_confidence", None) is None
+        )
+
+    def classify(self, text: str) -> str:
+        np = self._np
+        identifier = self._identifier
+        encoded = identifier._encode(text)
+        counts = self._walk(identifier.tk_nextmove, identifier._rowbase, identifier.tk_output,
+                            encoded)  # fmt: skip
+        if not counts:
+            return self._classify(text)[0]
+        features = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+        weights = np.log1p(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+        with self._lock:
+            slots = self._slot[features]
+            if slots.min() < 0:
+                new = features[slots < 0]
+                if self._used + len(new) > self._capacity:
+                    self._slot.fill(-1)
+                    self._used = 0
+                    new = features
+                place = np.arange(self._used, self._used + len(new))
+                self._rows[place] = identifier.nb_ptc.take(new, axis=0)
+                self._slot[new] = place
+                self._used += len(new)
+                slots = self._slot[features]
+            # take() copies rows faster than fancy indexing does.
+            scores = weights @ self._rows.take(slots, axis=0) + identifier.nb_pc
+        # Columns that share a label (py3langid's script aliases) give that label either way.
+        return identifier.nb_classes[int(scores.argmax())]
+
+
+_classify: Callable[[str], str] | None = None
+_classify_lock = threading.Lock()
+
+
+def _py3langid_classify(text: str) -> str:
     import py3langid
 
-    sample = " ".join(m["content"][:300] for m in messages if m["role"] in ("user", "assistant"))[
-        :600
-    ]
+    return py3langid.classify(text)[0]
+
+
+def _language_of(text: str) -> str:
+    global _classify
+    if _classify is None:
+        with _classify_lock:
+            if _classify is None:
+                usable = _LanguageIdentifier.usable()
+                _classify = _LanguageIdentifier().classify if usable else _py3langid_classify
+    return _classify(text)
+
+
+def detect_language(messages: Iterable[dict[str, Any]]) -> str:
+    """Best guess at the conversation's language from its user and assistant text."""
+    sample = language_sample(messages)
     if len(sample.strip()) < 3:
         return ""
-    return py3langid.classify(sample)[0]
+    return _language_of(sample)

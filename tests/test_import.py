@@ -303,3 +303,130 @@ def test_a_10000_row_import_succeeds(project):
     result = run(project, payload[payload.index(b"\n") + 1 :], "jsonl")
     assert result.created == 9_999
     assert Item.objects.filter(project=project).count() == 9_999
+
+
+# NUL characters: PostgreSQL text and jsonb cannot store them -----------------------------------
+
+NUL_RECORDS = {
+    "messages[1].content": chat("a", reply="bad\x00reply"),
+    "messages[0].content[0].text": {
+        "id": "a",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "x\x00"}]}],
+    },
+    "messages[0].name": {
+        "id": "a",
+        "messages": [{"role": "user", "content": "Hi", "name": "bo\x00b"}],
+    },
+    "external_id": chat("a\x00"),
+    "source": chat("a", source="\x00"),
+    "metadata.run.tags[1]": chat("a", metadata={"run": {"tags": ["ok", "n\x00"]}}),
+    "metadata.k\\u0000": chat("a", metadata={"k\x00": 1}),
+    "note": chat("a", note="a\x00b"),
+    "prompt": {"id": "a", "prompt": "Say\x00hi", "response": "Hi"},
+}
+
+
+@pytest.mark.parametrize("field", sorted(NUL_RECORDS))
+def test_a_nul_character_anywhere_is_refused_with_its_field(project, field):
+    run(project, jsonl(chat("already-here")), "jsonl")
+
+    errors = import_error(project, jsonl(chat("fine"), NUL_RECORDS[field]), "jsonl")
+
+    assert errors == [
+        {
+            "line": 2,
+            "field": field,
+            "message": "Contains a NUL character (\\u0000), which cannot be stored.",
+        }
+    ]
+    assert list(Item.objects.filter(project=project).values_list("external_id", flat=True)) == [
+        "already-here"
+    ]
+
+
+def test_a_nul_character_in_a_csv_cell_is_refused(project):
+    errors = import_error(project, b"id,prompt,response\n1,ok,fine\n2,ok,b\x00d\n", "csv")
+
+    assert [(e["line"], e["field"]) for e in errors] == [(3, "response")]
+    assert Item.objects.filter(project=project).count() == 0
+
+
+# The fast paths (COPY on PostgreSQL, the cheaper language detection) ---------------------------
+
+
+def test_imported_items_get_the_model_defaults_for_fields_the_import_does_not_set(project):
+    run(project, jsonl(chat("a", language="en")), "jsonl")
+
+    item = Item.objects.get(project=project, external_id="a")
+    fresh = Item(project=project)
+    imported = {"id", "external_id", "messages", "candidates", "metadata", "source", "license",
+                "consent", "language", "created_at", "updated_at"}  # fmt: skip
+    for model_field in Item._meta.concrete_fields:
+        if model_field.name not in imported:
+            assert getattr(item, model_field.attname) == getattr(fresh, model_field.attname)
+    assert item.candidates is None
+    assert item.created_at is not None and item.updated_at is not None
+
+
+def test_a_reimport_spanning_several_batches_skips_only_what_exists(project):
+    rows = [chat(f"r{i}", f"question {i}", f"answer {i}", language="en") for i in range(5_000)]
+    run(project, jsonl(*rows[:2_500]), "jsonl")
+
+    again = run(project, jsonl(*rows), "jsonl")
+
+    assert (again.created, again.skipped_existing) == (2_500, 2_500)
+    assert Item.objects.filter(project=project).count() == 5_000
+    assert Item.objects.get(project=project, external_id="r4999").messages[1]["content"] == (
+        "answer 4999"
+    )
+
+
+def test_a_write_conflict_is_reported_as_a_conflict_and_nothing_is_written(project, monkeypatch):
+    from labelling.errors import Conflict
+    from labelling.services import items as service
+
+    run(project, jsonl(chat("a", language="en")), "jsonl")
+    # As if another import had added "a" after this one looked for existing ids.
+    monkeypatch.setattr(service, "_new_items", lambda project, batch, result: batch)
+
+    with pytest.raises(Conflict):
+        run(project, jsonl(chat("b", language="en"), chat("a", language="en")), "jsonl")
+
+    assert list(Item.objects.filter(project=project).values_list("external_id", flat=True)) == ["a"]
+
+
+NATURAL = {
+    "es": ("¿Cómo puedo mejorar mi currículum?", "Empieza con un resumen breve de tu perfil "
+           "profesional, destaca tus logros con cifras concretas y adapta el contenido."),
+    "pt": ("Como faço para cancelar minha assinatura?", "Acesse a sua conta, clique em "
+           "Configurações e depois em Assinatura. Lá você vai encontrar a opção de cancelar."),
+    "fr": ("Peux-tu m'expliquer la photosynthèse ?", "La photosynthèse est le processus par "
+           "lequel les plantes utilisent la lumière du soleil pour produire du glucose."),
+    "de": ("Wie lange muss man Nudeln kochen?", "Die meisten getrockneten Nudeln brauchen "
+           "zwischen acht und zwölf Minuten in sprudelnd kochendem Salzwasser."),
+    "it": ("Dammi tre consigli per dormire meglio", "Vai a letto e svegliati sempre alla stessa "
+           "ora, anche nel fine settimana, ed evita gli schermi prima di dormire."),
+    "ru": ("Как приготовить борщ?", "Для борща понадобятся свёкла, капуста, картофель, морковь "
+           "и лук."),
+}  # fmt: skip
+
+
+def test_language_detection_reads_a_short_sample_and_answers_as_py3langid_does():
+    import py3langid
+
+    from labelling.importing import detect_language, language_sample
+
+    for language, (question, answer) in NATURAL.items():
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        sample = language_sample(messages)
+        assert detect_language(messages) == py3langid.classify(sample)[0] == language, language
+    assert detect_language([{"role": "system", "content": "Only a system prompt."}]) == ""
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused_as_invalid_json(project, constant):
+    payload = b'{"id": "a", "messages": [{"role": "user", "content": "x"}], "metadata": {"t": '
+    errors = import_error(project, payload + constant.encode() + b"}}\n", "jsonl")
+    assert errors[0]["line"] == 1
+    assert constant in errors[0]["message"]
+    assert Item.objects.filter(project=project).count() == 0

@@ -1,14 +1,23 @@
-"""Importing items: all-or-nothing per file or request, idempotent by external_id."""
+"""Importing items: all-or-nothing per file or request, idempotent by external_id.
+
+On PostgreSQL the rows go in with `COPY ... FROM STDIN` (psycopg 3): for conversations of a few
+KB, bulk_create's INSERT spends more time adapting parameters than the server spends storing
+them. Other databases (SQLite) use bulk_create.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from psycopg import sql
+from django.db import IntegrityError, connection, transaction
+from django.db.models.expressions import DatabaseDefault
 
 from labelling.errors import Conflict, InvalidImport, UnsupportedFormat
 from labelling.importing import (
@@ -25,6 +34,11 @@ from labelling.importing import (
 from labelling.models import Item, Project
 
 BATCH_SIZE = 2000
+# The fields an import sets; COPY fills the others with their defaults, computed once a batch.
+IMPORTED_FIELDS = (
+    "external_id", "messages", "candidates", "metadata", "source", "license", "consent",
+    "language",
+)  # fmt: skip
 
 
 @dataclass
@@ -101,7 +115,15 @@ def _import_in_transaction(
         errors.append(error)
         return len(errors) >= limits.max_errors
 
+    def write(batch: list[ParsedItem]) -> None:
+        writer.write(batch)
+        if on_batch:
+            on_batch(len(batch))
+
     with transaction.atomic():
+        writer = _CopyWriter(project, result) if connection.vendor == "postgresql" else (
+            _BulkCreateWriter(project, result)
+        )  # fmt: skip
         try:
             for line, record in iter_records(stream, fmt):
                 if isinstance(record, RowError):
@@ -124,17 +146,19 @@ def _import_in_transaction(
                 if errors:
                     continue  # Nothing more will be written; keep validating for the report.
                 batch.append(item)
-                if len(batch) >= BATCH_SIZE:
-                    _write_batch(project, batch, result)
-                    if on_batch:
-                        on_batch(len(batch))
+                if len(batch) >= writer.batch_size:
+                    write(batch)
                     batch = []
         except FatalFormatError as fatal:
             errors.append(fatal.error)
-        if not errors and batch:
-            _write_batch(project, batch, result)
-            if on_batch:
-                on_batch(len(batch))
+        try:
+            if not errors:
+                if batch:
+                    write(batch)
+                writer.finish()
+        finally:
+            # An error (or an exception) leaves a COPY open: end it so the rollback can run.
+            writer.abort()
         if errors:
             raise _failure(errors, limits)
         if not seen:
@@ -159,30 +183,180 @@ def _failure(errors: list[RowError], limits: ImportLimits) -> InvalidImport:
     )
 
 
-def _write_batch(project: Project, batch: list[ParsedItem], result: ImportResult) -> None:
-    existing = set(
-        Item.objects.filter(
-            project=project, external_id__in=[item.external_id for item in batch]
-        ).values_list("external_id", flat=True)
-    )
+def _new_items(project: Project, batch: list[ParsedItem], result: ImportResult) -> list[ParsedItem]:
+    """The items of `batch` the project does not have yet, each with its language."""
+    ids = [item.external_id for item in batch]
+    if connection.vendor == "postgresql":
+        # One array parameter rather than thousands of IN placeholders to quote.
+        query = sql.SQL(
+            "SELECT external_id FROM {} WHERE project_id = %s AND external_id = ANY(%s)"
+        ).format(sql.Identifier(Item._meta.db_table))
+        with connection.cursor() as cursor:
+            cursor.execute(query.as_string(connection.connection), [project.pk, ids])
+            existing = {row[0] for row in cursor.fetchall()}
+    else:
+        existing = set(
+            Item.objects.filter(project=project, external_id__in=ids).values_list(
+                "external_id", flat=True
+            )
+        )
     new = [item for item in batch if item.external_id not in existing]
     result.skipped_existing += len(batch) - len(new)
-    Item.objects.bulk_create(
-        [
-            Item(
-                project=project,
-                external_id=item.external_id,
-                messages=item.messages,
-                candidates=item.candidates,
-                metadata=item.metadata,
-                source=item.source,
-                license=item.license,
-                consent=item.consent,
-                language=item.language or detect_language(item.messages),
-                target=project.overlap,
+    for item in new:
+        if not item.language:
+            item.language = detect_language(item.messages)
+    return new
+
+
+class _BulkCreateWriter:
+    """SQLite and any other database: bulk_create, a batch at a time."""
+
+    batch_size = BATCH_SIZE
+
+    def __init__(self, project: Project, result: ImportResult):
+        self.project = project
+        self.result = result
+
+    def write(self, batch: list[ParsedItem]) -> None:
+        new = _new_items(self.project, batch, self.result)
+        Item.objects.bulk_create(
+            [
+                Item(
+                    project=self.project,
+                    external_id=item.external_id,
+                    messages=item.messages,
+                    candidates=item.candidates,
+                    metadata=item.metadata,
+                    source=item.source,
+                    license=item.license,
+                    consent=item.consent,
+                    language=item.language,
+                    target=self.project.overlap,
+                )
+                for item in new
+            ],
+            batch_size=BATCH_SIZE,
+        )
+        self.result.created += len(new)
+
+    def finish(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+class _CopyAborted(Exception):
+    """Handed to an open COPY to make the server drop it (the import is failing)."""
+
+
+class _CopyWriter:
+    """PostgreSQL: one `COPY ... FROM STDIN` a batch.
+
+    A batch's COPY is left open until the next batch (or the end of the file) needs the
+    connection, so the server stores one batch while Python parses the next instead of each
+    waiting for the other.
+    """
+
+    batch_size = BATCH_SIZE
+
+    def __init__(self, project: Project, result: ImportResult):
+        self.project = project
+        self.result = result
+        self._open: ExitStack | None = None
+        self._prefer_lz4()
+        default_columns, self._defaults_for = _copy_defaults(project)
+        columns = [Item._meta.get_field(name).column for name in IMPORTED_FIELDS]
+        columns += default_columns
+        self._sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
+            sql.Identifier(Item._meta.db_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+
+    @staticmethod
+    def _prefer_lz4() -> None:
+        """Compress this transaction's large values with lz4 rather than pglz if the server can.
+
+        Conversations of a few KB are compressed as they are stored, and pglz is several times
+        slower than lz4 at it. Only the storage differs: PostgreSQL reads either. SET LOCAL ends
+        with the transaction.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings "
+                "WHERE name = 'default_toast_compression'"
             )
-            for item in new
-        ],
-        batch_size=BATCH_SIZE,
-    )
-    result.created += len(new)
+            row = cursor.fetchone()
+            if row and row[0]:
+                cursor.execute("SET LOCAL default_toast_compression = 'lz4'")
+
+    def write(self, batch: list[ParsedItem]) -> None:
+        self.finish()  # the connection is needed for the existing-id query
+        new = _new_items(self.project, batch, self.result)
+        if not new:
+            return
+        defaults = self._defaults_for()
+        # What JSONField would send; jsonb keeps the parsed value, so the spelling is free.
+        dumps = json.dumps
+        with connection.wrap_database_errors:
+            self._open = ExitStack()
+            cursor = self._open.enter_context(connection.cursor())
+            write_row = self._open.enter_context(cursor.cursor.copy(self._sql)).write_row
+            for item in new:
+                candidates = item.candidates
+                write_row(
+                    (
+                        item.external_id,
+                        dumps(item.messages),
+                        None if candidates is None else dumps(candidates),
+                        dumps(item.metadata),
+                        item.source,
+                        item.license,
+                        item.consent,
+                        item.language,
+                        *defaults,
+                    )
+                )
+        self.result.created += len(new)
+
+    def finish(self) -> None:
+        """Wait for the server to store the open COPY's rows; raises its error if any."""
+        if self._open is not None:
+            with connection.wrap_database_errors:
+                stack, self._open = self._open, None
+                stack.close()
+
+    def abort(self) -> None:
+        """Drop the open COPY, if any; the transaction is rolled back next."""
+        if self._open is not None:
+            stack, self._open = self._open, None
+            # The import is failing already: its own error is the one to report, not one from
+            # a connection that broke under it.
+            with suppress(Exception):
+                stack.__exit__(_CopyAborted, _CopyAborted("The import failed."), None)
+
+
+def _copy_defaults(project: Project) -> tuple[list[str], Callable[[], tuple[Any, ...]]]:
+    """The columns an import leaves to their defaults, and a function giving their values.
+
+    The values are those bulk_create would store, computed once a batch (the timestamps are
+    the batch's time) rather than once a row.
+    """
+    fields = []
+    for model_field in Item._meta.concrete_fields:
+        if model_field.primary_key or model_field.name in IMPORTED_FIELDS:
+            continue
+        if isinstance(
+            model_field.pre_save(Item(project=project, target=project.overlap), add=True),
+            DatabaseDefault,
+        ):
+            continue  # db_default: the database fills it in
+        fields.append(model_field)
+
+    def values() -> tuple[Any, ...]:
+        template = Item(project=project, target=project.overlap)
+        return tuple(
+            model_field.get_db_prep_save(model_field.pre_save(template, add=True), connection)
+            for model_field in fields
+        )
+
+    return [model_field.column for model_field in fields], values
