@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
+from tqdm.utils import CallbackIOWrapper
 
 from labelling.errors import ApplicationError
 from labelling.importing import FORMATS, format_for
@@ -46,7 +47,8 @@ class Command(BaseCommand):
             total=size, unit="B", unit_scale=True, desc="Importing", disable=no_progress,
             file=self.stderr._out, dynamic_ncols=True,
         ) as bar:  # fmt: skip
-            wrapped = bar.wrapattr(stream, "read") if size else stream
+            # The bar advances by the bytes read, so it is right whatever the format.
+            wrapped = CallbackIOWrapper(bar.update, stream, "read")
             try:
                 result = items_import(project=target, stream=wrapped, fmt=fmt)
             except ApplicationError as error:
