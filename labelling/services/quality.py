@@ -128,7 +128,9 @@ def item_quality_update(*, item: Item) -> Item:
 
 
 def _decide(item: Item, agreement: float | None, rater_ids: set[int]) -> tuple[str, int]:
-    project = item.project
+    # Read the rules now, with the item row locked: a copy loaded before a concurrent change
+    # of the overlap could re-open the item beyond the new ceiling.
+    project = Project.objects.get(pk=item.project_id)
     paused = Membership.objects.filter(
         project=project, user_id__in=rater_ids, paused_at__isnull=False
     ).exists()
