@@ -29,7 +29,7 @@ MESSAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 KNOWN_KEYS = {
     "id", "external_id", "messages", "conversations", "prompt", "system", "response",
     "completion", "response_a", "response_b", "candidates", "metadata", "meta", "source",
-    "license", "consent", "language",
+    "license", "consent", "language", "gold",
 }  # fmt: skip
 
 
@@ -74,6 +74,7 @@ class ParsedItem:
     license: str = ""
     consent: str = "unknown"
     language: str = ""
+    gold: dict[str, Any] | None = None  # known answers; checked against the schema on import
 
 
 def format_for(name: str | None = None, content_type: str | None = None) -> str | None:
@@ -610,6 +611,7 @@ def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
     metadata = _attempt(
         errors, _json_object, record.get("metadata", record.get("meta")), line, "metadata"
     )
+    gold = _attempt(errors, _json_object, record.get("gold"), line, "gold") or None
     # Most records hold only known keys; the set comparison skips the walk for them.
     extras = {} if record.keys() <= KNOWN_KEYS else _attempt(errors, _extras, record, line)
 
@@ -645,6 +647,7 @@ def normalise(record: Any, line: int, limits: ImportLimits) -> ParsedItem:
         license=license_ or "",
         consent=consent,
         language=language,
+        gold=gold,
     )
 
 

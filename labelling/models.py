@@ -90,6 +90,8 @@ class Membership(BaseModel):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.RATER)
     paused_at = models.DateTimeField(null=True, blank=True)
     pause_reason = models.TextField(blank=True)
+    # {question: estimated accuracy}, from Dawid-Skene over the project's answers and gold.
+    reliability = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [

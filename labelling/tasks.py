@@ -26,3 +26,16 @@ def assignments_expire_task() -> str:
     from labelling.services.assignments import assignments_expire
 
     return f"returned {assignments_expire()} expired lease(s) to the pool"
+
+
+@shared_task(name="labelling.tasks.ml_reliability_update")
+def ml_reliability_update(project_id: int | None = None) -> str:
+    """Re-estimate rater reliability (Dawid-Skene) for one project, or every project."""
+    from labelling.models import Project
+    from labelling.services.quality import reliability_update
+
+    projects = (
+        Project.objects.all() if project_id is None else Project.objects.filter(pk=project_id)
+    )
+    done = [project.slug for project in projects if reliability_update(project=project)]
+    return f"reliability updated for {len(done)} project(s)"

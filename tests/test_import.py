@@ -430,3 +430,21 @@ def test_nan_and_infinity_are_refused_as_invalid_json(project, constant):
     assert errors[0]["line"] == 1
     assert constant in errors[0]["message"]
     assert Item.objects.filter(project=project).count() == 0
+
+
+def test_gold_answers_are_imported_and_checked_against_the_schema(project):
+    run(project, jsonl(chat("g1", gold={"truthfulness": "true", "fluency": 5})), "jsonl")
+    assert Item.objects.get(external_id="g1").gold == {"truthfulness": "true", "fluency": 5}
+
+    errors = import_error(
+        project, jsonl(chat("g2", gold={"truthfulness": "maybe"}), chat("g3", gold={"x": 1})),
+        "jsonl",
+    )  # fmt: skip
+
+    assert [(e["line"], e["field"]) for e in errors] == [(1, "gold.truthfulness"), (2, "gold.x")]
+    assert not Item.objects.filter(external_id__in=["g2", "g3"]).exists()
+
+
+def test_gold_needs_a_published_schema(other_project):
+    errors = import_error(other_project, jsonl(chat("g", gold={"truthfulness": "true"})), "jsonl")
+    assert errors[0]["field"] == "gold"

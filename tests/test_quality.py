@@ -265,3 +265,54 @@ def test_the_agreement_report_gives_alpha_per_question(api, owner, qc):
     # Two raters, three items, one disagreement, nominal: Krippendorff's alpha by hand.
     assert by_question["verdict"]["units"] == 3
     assert by_question["verdict"]["alpha"] == pytest.approx(0.4444, abs=1e-3)
+
+
+# Rater reliability (Dawid-Skene) ------------------------------------------------------------
+
+
+def test_reliability_is_estimated_and_weighs_later_consensus(api, owner, qc, monkeypatch):
+    from labelling.services.quality import reliability_update
+
+    monkeypatch.setattr("labelling.services.assignments._rng.random", lambda: 1.0)
+    project_update(project=qc, overlap=3, max_overlap=3)
+    items_import(project=qc, stream=jsonl(*[chat(f"t{n}") for n in range(12)]), fmt="jsonl")
+    truth = {}
+    good, good2, contrarian = qc.raters[:3]
+    # Three raters see the same 15 items; the contrarian always answers the opposite.
+    for _ in range(15):
+        for user in (good, good2, contrarian):
+            client = api(user)
+            lease = client.post(f"/api/v1/projects/{qc.slug}/next/").json()
+            item_id = lease["item"]["id"]
+            right = truth.setdefault(item_id, "good" if item_id % 2 else "bad")
+            verdict = right if user != contrarian else ("bad" if right == "good" else "good")
+            client.post(
+                f"/api/v1/assignments/{lease['assignment']['id']}/submit/",
+                {"answers": {"verdict": verdict, "quality": 3}, "idempotency_key": "k"},
+                format="json",
+            )
+
+    report = reliability_update(project=qc)
+
+    assert report["verdict"]["q0"] > 0.9 and report["verdict"]["q1"] > 0.9
+    assert report["verdict"]["q2"] < 0.2
+    assert Membership.objects.get(user=contrarian).reliability["verdict"] < 0.2
+
+    # Now one good rater and the contrarian split an item: the reliable one carries it, even
+    # though the contrarian answered first.
+    project_update(project=qc, overlap=2, max_overlap=2)
+    items_import(project=qc, stream=jsonl(chat("late")), fmt="jsonl")
+    leases = {}
+    for user, verdict in ((contrarian, "bad"), (good, "good")):
+        client = api(user)
+        lease = client.post(f"/api/v1/projects/{qc.slug}/next/").json()
+        leases[user.pk] = lease["item"]["id"]
+        client.post(
+            f"/api/v1/assignments/{lease['assignment']['id']}/submit/",
+            {"answers": {"verdict": verdict, "quality": 3}, "idempotency_key": "k"},
+            format="json",
+        )
+    assert leases[contrarian.pk] == leases[good.pk]
+    consensus = Item.objects.get(pk=leases[good.pk]).consensus["verdict"]
+    assert consensus["value"] == "good"
+    assert consensus["distribution"]["good"] > 0.9

@@ -117,6 +117,7 @@ def rater_stats(*, project: Project) -> list[dict[str, Any]]:
                 "gold_accuracy_ci": [gold.low, gold.high] if gold.accuracy is not None else None,
                 "gold_per_question": gold.per_question,
                 "agreement_with_consensus": round(sum(agree) / len(agree), 4) if agree else None,
+                "reliability": membership.reliability,
                 "paused": membership.paused_at is not None,
                 "pause_reason": membership.pause_reason,
             }

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from django.conf import settings
-from psycopg import sql
 from django.db import IntegrityError, connection, transaction
 from django.db.models.expressions import DatabaseDefault
+from psycopg import sql
 
-from labelling.errors import Conflict, InvalidImport, UnsupportedFormat
+from labelling.errors import ApplicationError, Conflict, InvalidImport, UnsupportedFormat
 from labelling.importing import (
     FORMATS,
     FatalFormatError,
@@ -37,7 +37,7 @@ BATCH_SIZE = 2000
 # The fields an import sets; COPY fills the others with their defaults, computed once a batch.
 IMPORTED_FIELDS = (
     "external_id", "messages", "candidates", "metadata", "source", "license", "consent",
-    "language",
+    "language", "gold",
 )  # fmt: skip
 
 
@@ -120,6 +120,8 @@ def _import_in_transaction(
         if on_batch:
             on_batch(len(batch))
 
+    gold_check = _GoldCheck(project)
+
     with transaction.atomic():
         writer = _CopyWriter(project, result) if connection.vendor == "postgresql" else (
             _BulkCreateWriter(project, result)
@@ -132,6 +134,8 @@ def _import_in_transaction(
                     continue
                 try:
                     item = normalise(record, line, limits)
+                    if item.gold is not None:
+                        item.gold = gold_check(item)
                 except RowErrors as bad:
                     if any(add_error(error) for error in bad.errors):
                         break
@@ -166,6 +170,40 @@ def _import_in_transaction(
                 "The file holds no items.",
                 extra={"errors": [{"line": 1, "field": "", "message": "No items found."}]},
             )
+
+
+class _GoldCheck:
+    """Checks an imported item's gold answers against the project's current schema."""
+
+    def __init__(self, project: Project):
+        self.project = project
+        self._schema = None
+
+    def __call__(self, item: ParsedItem) -> dict:
+        from labelling.selectors.projects import schema_current
+        from labelling.services.quality import gold_validate
+
+        if self._schema is None:
+            current = schema_current(project=self.project)
+            if current is None:
+                raise RowErrors(
+                    [RowError(item.line, "gold", "Publish a label schema before importing gold.")]
+                )
+            self._schema = current.parsed()
+        try:
+            return gold_validate(
+                schema=self._schema,
+                item=Item(messages=item.messages, candidates=item.candidates),
+                answers=item.gold,
+            )
+        except ApplicationError as exc:
+            problems = exc.extra.get("errors") or [{"field": "", "message": exc.message}]
+            raise RowErrors(
+                [
+                    RowError(item.line, f"gold.{p['field']}".rstrip("."), p["message"])
+                    for p in problems
+                ]
+            ) from None
 
 
 def _failure(errors: list[RowError], limits: ImportLimits) -> InvalidImport:
@@ -231,6 +269,7 @@ class _BulkCreateWriter:
                     license=item.license,
                     consent=item.consent,
                     language=item.language,
+                    gold=item.gold,
                     target=self.project.overlap,
                 )
                 for item in new
@@ -313,6 +352,7 @@ class _CopyWriter:
                         item.license,
                         item.consent,
                         item.language,
+                        None if item.gold is None else dumps(item.gold),
                         *defaults,
                     )
                 )

@@ -13,10 +13,12 @@ from django.utils import timezone
 from labelling.errors import InvalidInput
 from labelling.learning.agreement import item_agreement, jaccard_distance, span_distance
 from labelling.learning.consensus import (
+    dawid_skene,
     majority_vote,
     merge_spans,
     per_label_majority,
     rating_consensus,
+    weighted_vote,
 )
 from labelling.models import (
     Annotation,
@@ -34,12 +36,19 @@ SCORED_TYPES = ("choice", "multi_choice", "rating", "span", "preference")
 # Consensus --------------------------------------------------------------------------------------
 
 
-def _question_consensus(question: Question, values: list[Any]) -> dict[str, Any]:
-    """Winner, soft distribution and agreement of one question's answers on one item."""
+def _question_consensus(
+    question: Question, values: list[Any], weights: list[float] | None = None
+) -> dict[str, Any]:
+    """Winner, soft distribution and agreement of one question's answers on one item.
+
+    Choice answers are weighed by each rater's reliability when `weights` are given.
+    """
+    if weights is not None:
+        weights = [w for v, w in zip(values, weights, strict=True) if v is not None]
     values = [value for value in values if value is not None]
     result: dict[str, Any] = {"n": len(values)}
     if question.type == "choice":
-        winner, distribution = majority_vote(values)
+        winner, distribution = weighted_vote(values, weights) if weights else majority_vote(values)
         agreement = item_agreement(values, "nominal")
     elif question.type == "multi_choice":
         chosen, distribution = per_label_majority(values, question.option_values)
@@ -74,20 +83,46 @@ def _question_consensus(question: Question, values: list[Any]) -> dict[str, Any]
     return result
 
 
-def item_consensus(*, schema: Schema, annotations: list[Annotation], turn_ids: list[str]) -> dict:
-    """{question key (or "key.turn" for per-turn questions): consensus} over the answers."""
+def item_consensus(
+    *,
+    schema: Schema,
+    annotations: list[Annotation],
+    turn_ids: list[str],
+    reliability: dict[int, dict[str, float]] | None = None,
+) -> dict:
+    """{question key (or "key.turn" for per-turn questions): consensus} over the answers.
+
+    `reliability` ({rater id: {question: accuracy}}) weighs choice answers; raters without an
+    estimate count as average."""
+    reliability = reliability or {}
     out: dict[str, Any] = {}
     for question in schema.questions:
         if question.type not in SCORED_TYPES:
             continue
+        weights = None
+        if question.type == "choice" and any(question.key in r for r in reliability.values()):
+            weights = [
+                _vote_weight(reliability.get(a.rater_id, {}).get(question.key), question)
+                for a in annotations
+            ]
         if question.scope == "assistant_turn":
             for turn in turn_ids:
                 values = [(a.answers.get(question.key) or {}).get(turn) for a in annotations]
-                out[f"{question.key}.{turn}"] = _question_consensus(question, values)
+                out[f"{question.key}.{turn}"] = _question_consensus(question, values, weights)
         else:
             values = [a.answers.get(question.key) for a in annotations]
-            out[question.key] = _question_consensus(question, values)
+            out[question.key] = _question_consensus(question, values, weights)
     return out
+
+
+def _vote_weight(accuracy: float | None, question: Question) -> float:
+    """Log-odds of being right against a uniform guess: the weight under which a weighted vote
+    is the most likely answer for raters of known accuracy (Nitzan and Paroush)."""
+    classes = max(2, len(question.options))
+    if accuracy is None:
+        return 1.0
+    accuracy = min(max(accuracy, 1.0 / classes + 1e-3), 0.99)
+    return math.log(accuracy * (classes - 1) / (1 - accuracy))
 
 
 def _item_agreement(consensus: dict) -> float | None:
@@ -110,7 +145,14 @@ def item_quality_update(*, item: Item) -> Item:
     schema = annotations[-1].schema.parsed()
     turn_ids = [m["id"] for m in item.messages if m["role"] == "assistant"]
     turn_ids += [c["id"] for c in item.candidates or []]
-    consensus = item_consensus(schema=schema, annotations=annotations, turn_ids=turn_ids)
+    reliability = dict(
+        Membership.objects.filter(
+            project_id=item.project_id, user_id__in={a.rater_id for a in annotations}
+        ).values_list("user_id", "reliability")
+    )
+    consensus = item_consensus(
+        schema=schema, annotations=annotations, turn_ids=turn_ids, reliability=reliability
+    )
     agreement = _item_agreement(consensus)
     item.refresh_from_db(fields=["ratings", "target", "leases", "status"])
     status, target = item.status, item.target
@@ -141,6 +183,66 @@ def _decide(item: Item, agreement: float | None, rater_ids: set[int]) -> tuple[s
     if item.target < project.max_overlap:
         return ItemStatus.IN_PROGRESS, item.target + 1  # one more rater
     return ItemStatus.NEEDS_REVIEW, item.target
+
+
+# Rater reliability ----------------------------------------------------------------------------
+
+
+def reliability_update(*, project: Project) -> dict[str, dict[str, float]]:
+    """Estimate each rater's accuracy per choice question with Dawid-Skene over every answer
+    in the project, anchored by gold answers, and keep it on their membership.
+
+    Returns {question: {username: accuracy}}. Run by the worker periodically; consensus on
+    later submits weighs raters by it.
+    """
+    from labelling.selectors.projects import schema_current
+
+    current = schema_current(project=project)
+    if current is None:
+        return {}
+    questions = [q for q in current.parsed().questions
+                 if q.type == "choice" and q.scope == "conversation"]  # fmt: skip
+    rows = list(
+        Annotation.objects.filter(project=project).values_list(
+            "item_id", "rater_id", "answers", "item__gold"
+        )
+    )
+    estimates: dict[int, dict[str, float]] = {}
+    report: dict[str, dict[str, float]] = {}
+    for question in questions:
+        classes = {value: index for index, value in enumerate(question.option_values)}
+        items: dict[int, int] = {}
+        raters: dict[int, int] = {}
+        labels, gold = [], {}
+        for item_id, rater_id, answers, item_gold in rows:
+            value = answers.get(question.key)
+            if value not in classes:
+                continue
+            i = items.setdefault(item_id, len(items))
+            r = raters.setdefault(rater_id, len(raters))
+            labels.append((i, r, classes[value]))
+            if item_gold and item_gold.get(question.key) in classes:
+                gold[i] = classes[item_gold[question.key]]
+        if not labels:
+            continue
+        fit = dawid_skene(labels, len(classes), gold=gold or None, n_items=len(items))
+        for rater_id, index in raters.items():
+            estimates.setdefault(rater_id, {})[question.key] = round(
+                float(fit.rater_accuracy[index]), 4
+            )
+    names = dict(
+        Membership.objects.filter(project=project).values_list("user_id", "user__username")
+    )
+    with transaction.atomic():
+        for membership in Membership.objects.select_for_update().filter(project=project):
+            if membership.user_id in estimates:
+                membership.reliability = {**membership.reliability,
+                                          **estimates[membership.user_id]}  # fmt: skip
+                membership.save(update_fields=["reliability", "updated_at"])
+    for rater_id, per_question in estimates.items():
+        for key, accuracy in per_question.items():
+            report.setdefault(key, {})[names.get(rater_id, str(rater_id))] = accuracy
+    return report
 
 
 # Gold -------------------------------------------------------------------------------------------
