@@ -1,0 +1,158 @@
+"""Classifiers: training kinds, probabilities, features, atomic save/load, macro-F1, data hash."""
+
+import os
+
+import numpy as np
+import pytest
+
+from labelling.learning import classifiers
+from labelling.learning.classifiers import (
+    FORMAT_VERSION,
+    data_hash,
+    features,
+    load,
+    macro_f1,
+    predict,
+    predict_proba,
+    save,
+    train,
+)
+
+
+def separable(n=240, classes=("neg", "neu", "pos"), dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(len(classes), dim)) * 3
+    labels = rng.integers(0, len(classes), n)
+    X = means[labels] + rng.normal(size=(n, dim))
+    return X.astype(np.float32), np.array(classes)[labels]
+
+
+def test_it_learns_a_separable_choice_problem_with_calibrated_probabilities():
+    X, y = separable()
+    model = train(X[:180], y[:180], kind="choice", classes=["neg", "neu", "pos"], seed=0)
+    assert model.calibrated
+    proba = predict_proba(model, X[180:])
+    assert proba.shape == (60, 3)
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert macro_f1(y[180:], predict(model, X[180:])) > 0.9
+
+
+def test_it_falls_back_to_raw_probabilities_when_a_class_is_rare():
+    X, y = separable(n=40, classes=("a", "b"))
+    y[:] = "a"
+    y[:2] = "b"
+    model = train(X, y, classes=["a", "b", "c"])
+    assert not model.calibrated
+    proba = predict_proba(model, X)
+    assert proba.shape == (40, 3)
+    assert np.all(proba[:, 2] == 0)  # never seen, never predicted
+
+
+def test_a_single_seen_class_gives_a_constant_model():
+    X = np.zeros((5, 3), dtype=np.float32)
+    model = train(X, ["yes"] * 5, classes=["no", "yes"])
+    assert np.array_equal(predict_proba(model, X[:2]), [[0.0, 1.0], [0.0, 1.0]])
+
+
+def test_multi_choice_learns_each_label_one_vs_rest():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 6)).astype(np.float32)
+    labels = [
+        [name for name, on in (("obscene", x[0] > 0), ("insult", x[1] > 0.5)) if on] for x in X
+    ]
+    model = train(
+        X[:200], labels[:200], kind="multi_choice", classes=["obscene", "insult", "racism"]
+    )
+    proba = predict_proba(model, X[200:])
+    assert proba.shape == (100, 3)
+    assert np.all(proba[:, 2] == 0)  # no example of racism yet
+    truth = classifiers._indicator(labels[200:], ["obscene", "insult", "racism"])[0]
+    assert macro_f1(truth[:, :2], predict(model, X[200:])[:, :2]) > 0.85
+
+
+def test_rating_keeps_the_scale_order_in_probability_columns():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(300, 4)).astype(np.float32)
+    ratings = np.digitize(X[:, 0], [-1.0, 0.0, 1.0]) + 1  # 1..4 ordered along one axis
+    model = train(X, ratings, kind="rating", classes=[1, 2, 3, 4, 5])
+    assert model.classes == [1, 2, 3, 4, 5]
+    proba = predict_proba(model, X)
+    assert proba.shape == (300, 5)
+    expected = proba @ np.arange(1, 6)
+    assert np.corrcoef(expected, ratings)[0, 1] > 0.9
+    assert macro_f1(ratings, predict(model, X).astype(int)) > 0.7
+
+
+def test_unknown_labels_are_refused():
+    X, y = separable(n=30)
+    with pytest.raises(AssertionError, match="not in classes"):
+        train(X, y, classes=["neg", "pos"])
+
+
+def test_features_stack_prompt_reply_product_and_distance():
+    p = np.array([[1.0, 0.0]], dtype=np.float32)
+    r = np.array([[0.6, 0.8]], dtype=np.float32)
+    out = features(p, r)
+    assert out.shape == (1, 8)
+    assert np.allclose(out, [[1, 0, 0.6, 0.8, 0.6, 0, 0.4, 0.8]])
+    with pytest.raises(ValueError):
+        features(p, np.zeros((1, 3)))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    X, y = separable(n=60)
+    model = train(X, y)
+    path = tmp_path / "models" / "q1.joblib"
+    save(model, path)
+    loaded = load(path)
+    assert loaded is not None
+    assert np.allclose(predict_proba(loaded, X), predict_proba(model, X))
+    assert os.listdir(path.parent) == ["q1.joblib"]  # no temp file left behind
+
+
+def test_load_returns_none_on_version_mismatch_corruption_or_absence(tmp_path, monkeypatch):
+    X, y = separable(n=60)
+    path = tmp_path / "q1.joblib"
+    monkeypatch.setattr(classifiers, "FORMAT_VERSION", FORMAT_VERSION + 1)
+    save(train(X, y), path)
+    monkeypatch.setattr(classifiers, "FORMAT_VERSION", FORMAT_VERSION)
+    assert load(path) is None
+
+    save(train(X, y), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert load(path) is None
+    assert load(tmp_path / "missing.joblib") is None
+
+
+def test_a_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    X, y = separable(n=60)
+    path = tmp_path / "models" / "q1.joblib"
+    save(train(X, y), path)
+    before = path.read_bytes()
+    import joblib
+
+    def explode(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(joblib, "dump", explode)
+    with pytest.raises(OSError):
+        save(train(X, y), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["q1.joblib"]
+
+
+def test_macro_f1_averages_classes_equally():
+    assert macro_f1(["a", "a", "b"], ["a", "a", "b"]) == 1.0
+    # Class a: P=1, R=0.5, F=2/3; class b: P=0.5, R=1, F=2/3.
+    assert macro_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(2 / 3)
+
+
+def test_data_hash_is_stable_order_insensitive_and_label_sensitive():
+    ids = [3, 1, 2]
+    labels = ["yes", "no", {"x": 1}]
+    first = data_hash(ids, labels)
+    assert first == data_hash(ids, labels)
+    assert first == data_hash([2, 3, 1], [{"x": 1}, "yes", "no"])
+    assert first != data_hash(ids, ["yes", "yes", {"x": 1}])
+    assert len(first) == 64

@@ -1,0 +1,170 @@
+"""Sampling: uncertainty, clusters, diversity, density, priorities, control slice, simulation."""
+
+import time
+
+import numpy as np
+import pytest
+
+from labelling.learning.sampling import (
+    cold_start,
+    control_slice,
+    density,
+    diverse_batch,
+    entropy,
+    hybrid_batch,
+    kmeans_clusters,
+    least_confidence,
+    margin,
+    priorities,
+)
+from labelling.learning.simulate import group_split, labels_to_reach, simulate
+
+ROWS = np.array(
+    [
+        [1 / 3, 1 / 3, 1 / 3],  # uniform: most uncertain
+        [0.5, 0.5, 0.0],  # two-way tie
+        [0.6, 0.3, 0.1],
+        [1.0, 0.0, 0.0],  # certain
+    ]
+)
+
+
+@pytest.mark.parametrize("score", [entropy, margin, least_confidence])
+def test_certain_row_scores_zero_and_scores_lie_in_unit_interval(score):
+    values = score(ROWS)
+    assert values[3] == pytest.approx(0.0, abs=1e-9)
+    assert np.all((values >= -1e-9) & (values <= 1 + 1e-9))
+
+
+def test_uniform_row_has_the_highest_entropy_and_least_confidence():
+    assert entropy(ROWS)[0] == pytest.approx(1.0)
+    assert least_confidence(ROWS)[0] == pytest.approx(1.0)
+    assert np.argmax(entropy(ROWS)) == 0
+    assert list(np.argsort(-entropy(ROWS))) == [0, 2, 1, 3]  # spread over 3 beats a 2-way tie
+
+
+def test_margin_is_one_when_the_two_best_classes_tie():
+    values = margin(ROWS)
+    assert values[0] == pytest.approx(1.0)
+    assert values[1] == pytest.approx(1.0)
+    assert values[2] == pytest.approx(0.7)
+
+
+def test_a_single_column_is_read_as_binary_positive_probability():
+    assert entropy(np.array([0.5, 1.0])) == pytest.approx([1.0, 0.0])
+
+
+def blobs(n_per=30, centres=4, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim)) * 5
+    X = np.concatenate([m + rng.normal(size=(n_per, dim)) for m in means])
+    truth = np.repeat(np.arange(centres), n_per)
+    return X.astype(np.float32), truth
+
+
+def test_kmeans_clusters_recovers_well_separated_blobs():
+    X, truth = blobs()
+    clusters = kmeans_clusters(X, 4, seed=0)
+    # Each true blob lands in one cluster.
+    for blob in range(4):
+        assert np.unique(clusters[truth == blob]).size == 1
+    assert np.unique(clusters).size == 4
+
+
+def test_diverse_batch_takes_the_most_uncertain_of_each_cluster_first():
+    clusters = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1, 0.5, 0.6, 0.4])
+    batch = diverse_batch(scores, clusters, 3)
+    assert sorted(clusters[batch]) == [0, 1, 2]
+    assert list(batch) == [0, 6, 3]  # best of each, clusters ordered by their best score
+    # A batch larger than the cluster count wraps round to second-best items.
+    assert list(diverse_batch(scores, clusters, 5)) == [0, 6, 3, 1, 5]
+
+
+def test_density_ranks_central_items_above_outliers():
+    rng = np.random.default_rng(0)
+    core = np.array([1.0, 0, 0]) + rng.normal(scale=0.05, size=(50, 3))
+    outlier = np.array([[-1.0, 0.2, 0.0]])
+    values = density(np.concatenate([core, outlier]))
+    assert values[-1] < values[:-1].min()
+    assert np.all((values >= 0) & (values <= 1))
+
+
+def test_priorities_order_by_uncertainty_and_hybrid_spreads_over_clusters():
+    probs = np.array([[0.5, 0.5], [0.55, 0.45], [0.9, 0.1], [0.6, 0.4], [0.99, 0.01]])
+    order = np.argsort(-priorities(probs, strategy="entropy"))
+    assert list(order) == [0, 1, 3, 2, 4]
+    clusters = np.array([0, 0, 1, 1, 2])
+    hybrid = priorities(probs, strategy="hybrid", clusters=clusters)
+    first_three = np.argsort(-hybrid)[:3]
+    assert sorted(clusters[first_three]) == [0, 1, 2]
+    assert np.argmax(hybrid) == 0
+    randomly = priorities(probs, strategy="random", seed=1)
+    assert randomly.shape == (5,)
+    with pytest.raises(ValueError):
+        priorities(probs, strategy="nonsense")
+
+
+def test_hybrid_priorities_prefer_dense_items_among_equally_uncertain_ones():
+    X = np.array([[1.0, 0.0], [0.99, 0.1], [0.98, -0.1], [-1.0, 0.0]])
+    probs = np.full((4, 2), 0.5)
+    hybrid = priorities(probs, strategy="hybrid", X=X)
+    assert np.argmin(hybrid) == 3
+
+
+def test_control_slice_has_about_the_share_and_is_stable_as_items_are_added():
+    ids = [f"item-{i}" for i in range(5000)]
+    mask = control_slice(ids, share=0.1, seed=3)
+    assert 0.085 < mask.mean() < 0.115
+    more = ids + [f"new-{i}" for i in range(2000)]
+    grown = control_slice(more, share=0.1, seed=3)
+    assert np.array_equal(grown[:5000], mask)
+    assert np.array_equal(control_slice(list(reversed(ids)), 0.1, 3), mask[::-1])
+
+
+def test_cold_start_picks_distinct_items_covering_every_blob():
+    X, truth = blobs(centres=5)
+    chosen = cold_start(X, 5, seed=0)
+    assert len(set(chosen.tolist())) == 5
+    assert sorted(truth[chosen]) == [0, 1, 2, 3, 4]
+
+
+def test_group_split_keeps_each_group_on_one_side():
+    groups = np.repeat(np.arange(50), 4)
+    train, test = group_split(groups, 0.2, seed=1)
+    assert not set(groups[train]) & set(groups[test])
+    assert len(test) == pytest.approx(40, abs=4)
+
+
+def test_simulate_is_fast_and_hybrid_ends_no_worse_than_random():
+    rng = np.random.default_rng(0)
+    X, truth = blobs(n_per=60, centres=6, dim=10, seed=2)
+    # Three classes spread over six blobs, with some label noise, so it takes a few rounds.
+    y = np.array(["a", "b", "c"])[truth % 3]
+    flip = rng.random(y.size) < 0.05
+    y[flip] = rng.choice(["a", "b", "c"], flip.sum())
+    groups = np.arange(y.size) // 2
+    started = time.perf_counter()
+    curves = {
+        s: simulate(X, y, groups, strategy=s, seed=0, batch=10, start=10, budget=120)
+        for s in ("random", "hybrid")
+    }
+    assert time.perf_counter() - started < 5
+    for curve in curves.values():
+        assert curve.labels[0] == 10 and curve.labels[-1] == 120
+        assert curve.labels == sorted(curve.labels)
+    assert curves["hybrid"].f1[-1] >= curves["random"].f1[-1] - 0.02
+    target = 0.9 * curves["hybrid"].full_f1
+    assert labels_to_reach(curves["hybrid"], target) is not None
+    assert labels_to_reach(curves["hybrid"], 2.0) is None
+
+
+def test_hybrid_batch_spreads_over_uncertain_regions_instead_of_near_duplicates():
+    X, truth = blobs(n_per=20, centres=4, seed=3)
+    scores = np.zeros(len(X))
+    scores[truth == 0] = 0.9  # one blob is the most uncertain
+    scores[truth == 1] = 0.8
+    batch = hybrid_batch(scores, X, 4, candidates=10, seed=0)
+    assert len(set(batch.tolist())) == 4
+    assert set(truth[batch]) == {0, 1}  # only informative regions, but not one region only
+    assert hybrid_batch(scores, X, 0).size == 0
