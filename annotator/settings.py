@@ -207,6 +207,13 @@ ANNOTATOR_IMPORT_MAX_MESSAGES = env_int("ANNOTATOR_IMPORT_MAX_MESSAGES", 200)
 ANNOTATOR_IMPORT_MAX_MESSAGE_CHARS = env_int("ANNOTATOR_IMPORT_MAX_MESSAGE_CHARS", 100_000)
 ANNOTATOR_IMPORT_MAX_ERRORS = env_int("ANNOTATOR_IMPORT_MAX_ERRORS", 100)
 
+# Learning ---------------------------------------------------------------------------------------
+# "minilm" (the packaged all-MiniLM-L6-v2 at the fastest precision this CPU has), "minilm-int8",
+# "minilm-fp32", "hashing" (a fast stand-in for tests), or the path of any sentence-transformers
+# model saved to disk.
+ANNOTATOR_ENCODER = env_str("ANNOTATOR_ENCODER", "minilm")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages, never from a hub
+
 # Security headers -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True

@@ -49,6 +49,17 @@ class Project(BaseModel):
     max_overlap = models.PositiveSmallIntegerField(
         default=5, help_text=_("When raters disagree, add raters up to this many, then review.")
     )
+    # Learning.
+    embedding_text = models.CharField(
+        max_length=16,
+        choices=[
+            ("last_reply", _("Last assistant reply")),
+            ("prompt_reply", _("Prompt and reply")),
+            ("conversation", _("Whole conversation")),
+        ],
+        default="prompt_reply",
+        help_text=_("What of each conversation is embedded."),
+    )
 
     class Meta:
         ordering = ["name"]
@@ -367,3 +378,22 @@ class ReviewAction(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.reviewer} {self.action} item {self.item_id}"
+
+
+class Embedding(models.Model):
+    """An item's text as a vector of one encoder, so unchanged items are never embedded twice."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="embeddings")
+    encoder = models.CharField(max_length=200)
+    text_hash = models.CharField(max_length=64)
+    vector = models.BinaryField()  # float32, L2-normalised
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            # items_embed: the one vector of an item per encoder, replaced when its text changes.
+            models.UniqueConstraint(fields=["item", "encoder"], name="embedding_unique_encoder"),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.item_id} by {self.encoder}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 
 from celery import shared_task
+from django.db import OperationalError
 from django.utils import timezone
 
 from labelling.models import WorkerHeartbeat
@@ -39,3 +40,21 @@ def ml_reliability_update(project_id: int | None = None) -> str:
     )
     done = [project.slug for project in projects if reliability_update(project=project)]
     return f"reliability updated for {len(done)} project(s)"
+
+
+@shared_task(
+    name="labelling.tasks.ml_items_embed",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def ml_items_embed(project_id: int) -> str:
+    """Embed whatever the project has not embedded yet (runs after imports, and on demand)."""
+    from labelling.models import Project
+    from labelling.services.embeddings import items_embed
+
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return f"project {project_id} is gone"
+    result = items_embed(project=project)
+    return f"{project.slug}: embedded {result.embedded}, {result.unchanged} unchanged"

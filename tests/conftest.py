@@ -15,6 +15,16 @@ from labelling.schema import template
 from labelling.services.projects import membership_set, project_create, schema_publish
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _in_memory_broker():
+    """Tasks that tests cause (e.g. embedding after an import) go nowhere: the broker of the
+    machine is for the integration tests' own workers, which run in child processes."""
+    from annotator.celery import app
+
+    app.conf.broker_url = "memory://"
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_var_dir(settings, tmp_path):
     """Keep key files, broker folders and artifacts of a test out of the developer's var/."""
@@ -24,6 +34,7 @@ def _isolated_var_dir(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     # Ids restart with each test's rollback; cached figures must not leak between tests.
     cache.clear()
+    settings.ANNOTATOR_ENCODER = "hashing"
 
 
 @pytest.fixture

@@ -160,3 +160,69 @@ def test_a_worker_on_redis_runs_tasks_published_by_the_web_side(tmp_path):
             worker.send_signal(signal.SIGTERM)
             output, _ = worker.communicate(timeout=30)
         assert "Connected to redis://" in output
+
+
+def test_imported_items_are_embedded_by_a_worker_on_redis(tmp_path):
+    import redis as redis_client
+
+    # A database of Redis of its own, emptied first: nothing queued elsewhere leaks in.
+    broker = redis_url().rsplit("/", 1)[0] + "/14"
+    redis_client.Redis.from_url(broker).flushdb()
+    with throwaway_database(tmp_path) as database_url:
+        env = program_env(
+            tmp_path, DATABASE_URL=database_url, REDIS_URL=broker, ANNOTATOR_ENCODER="hashing"
+        )
+        assert manage("migrate", "--noinput", env=env).returncode == 0
+        made = manage(
+            "shell", "-v", "0", "-c",
+            "from labelling.services.projects import project_create; "
+            "project_create(slug='emb', name='Emb')",
+            env=env,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "annotator",
+                "worker",
+                "--queues",
+                "ml",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+            ],  # fmt: skip
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            data = tmp_path / "items.jsonl"
+            data.write_text(
+                "".join(
+                    json.dumps({"id": f"i{n}", "prompt": f"question {n}", "response": f"{n}"})
+                    + "\n"
+                    for n in range(30)
+                )
+            )
+            imported = manage("import_items", "--project", "emb", str(data), env=env)
+            assert imported.returncode == 0, imported.stderr
+
+            def embedded() -> bool:
+                result = manage(
+                    "shell", "-v", "0", "-c",
+                    "from labelling.models import Embedding; print(Embedding.objects.count())",
+                    env=env,
+                )  # fmt: skip
+                return result.stdout.strip() == "30"
+
+            wait_until(embedded, timeout=90, what="the worker to embed 30 imported items")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            output, _ = worker.communicate(timeout=30)
+        assert "embedded 30, 0 unchanged" in output

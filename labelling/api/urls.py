@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.api import assignments, items, projects, quality
+from labelling.api import assignments, items, learning, projects, quality
 
 urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="api-projects"),
@@ -41,6 +41,11 @@ urlpatterns = [
         "projects/<slug:slug>/raters/<int:user_id>/resume/",
         quality.RaterResumeApi.as_view(),
         name="api-rater-resume",
+    ),
+    path(
+        "projects/<slug:slug>/embeddings/",
+        learning.EmbeddingsApi.as_view(),
+        name="api-project-embeddings",
     ),
     path("projects/<slug:slug>/next/", assignments.NextApi.as_view(), name="api-project-next"),
     path(

@@ -32,6 +32,7 @@ from labelling.importing import (
     normalise,
 )
 from labelling.models import Item, Project
+from labelling.tasks import ml_items_embed as ml_items_embed_task
 
 BATCH_SIZE = 2000
 # The fields an import sets; COPY fills the others with their defaults, computed once a batch.
@@ -95,6 +96,9 @@ def items_import(
             "Another import added some of these items at the same time; nothing was imported "
             "from this one. Send it again: items already present are skipped."
         ) from None
+    if result.created:
+        # After the commit, so the worker finds the rows (and a failed import sends nothing).
+        transaction.on_commit(lambda: ml_items_embed_task.delay(project.pk))
     return result
 
 

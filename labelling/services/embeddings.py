@@ -1,0 +1,93 @@
+"""Embedding items: each item's text as a vector, computed once per text and encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from labelling.models import Embedding, Item, Project
+
+CHUNK = 256  # items read and encoded per round; bounds memory, not speed
+
+_encoders: dict = {}
+
+
+def encoder_get(name: str | None = None):
+    """The configured encoder, loaded once per process (loading the model takes seconds)."""
+    from labelling.learning.encoders import encoder_from_settings
+
+    name = name or settings.ANNOTATOR_ENCODER
+    if name not in _encoders:
+        _encoders[name] = encoder_from_settings(name)
+    return _encoders[name]
+
+
+@dataclass
+class EmbedResult:
+    embedded: int = 0
+    unchanged: int = 0
+
+
+def items_embed(
+    *,
+    project: Project,
+    encoder=None,
+    item_ids: list[int] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> EmbedResult:
+    """Embed the project's items whose text (for this encoder) has no vector yet.
+
+    Safe to run twice or concurrently: a vector is keyed by item and encoder and replaced only
+    when the item's text hash changed.
+    """
+    from labelling.learning.encoders import to_bytes
+    from labelling.learning.texts import item_text, text_hash
+
+    encoder = encoder or encoder_get()
+    items = Item.objects.filter(project=project).order_by("pk")
+    if item_ids is not None:
+        items = items.filter(pk__in=item_ids)
+    result = EmbedResult()
+    last = 0
+    while True:
+        chunk = list(items.filter(pk__gt=last).values_list("pk", "messages", "candidates")[:CHUNK])
+        if not chunk:
+            return result
+        last = chunk[-1][0]
+        known = dict(
+            Embedding.objects.filter(
+                item_id__in=[pk for pk, _, _ in chunk], encoder=encoder.name
+            ).values_list("item_id", "text_hash")
+        )
+        todo = []
+        for pk, messages, candidates in chunk:
+            text = item_text(messages, candidates, mode=project.embedding_text)
+            digest = text_hash(text, encoder.name)
+            if known.get(pk) == digest:
+                result.unchanged += 1
+            else:
+                todo.append((pk, text, digest))
+        if todo:
+            vectors = encoder.encode([text for _, text, _ in todo])
+            now = timezone.now()
+            Embedding.objects.bulk_create(
+                [
+                    Embedding(
+                        item_id=pk,
+                        encoder=encoder.name,
+                        text_hash=digest,
+                        vector=to_bytes(vector),
+                        created_at=now,
+                    )
+                    for (pk, _, digest), vector in zip(todo, vectors, strict=True)
+                ],  # fmt: skip
+                update_conflicts=True,
+                unique_fields=["item", "encoder"],
+                update_fields=["text_hash", "vector", "created_at"],
+            )
+            result.embedded += len(todo)
+        if on_progress:
+            on_progress(len(chunk))
