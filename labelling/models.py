@@ -82,10 +82,6 @@ class Project(BaseModel):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def current_schema(self) -> LabelSchema | None:
-        return self.schemas.order_by("-version").first()
-
 
 class Role(models.TextChoices):
     ADMIN = "admin", _("Admin")
@@ -129,7 +125,7 @@ class LabelSchema(BaseModel):
     class Meta:
         ordering = ["project", "-version"]
         constraints = [
-            # Project.current_schema and schema_publish: latest version per project.
+            # schema_current and schema_publish: the latest version of a project.
             models.UniqueConstraint(
                 fields=["project", "version"], name="labelschema_unique_version"
             ),

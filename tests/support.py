@@ -57,6 +57,38 @@ def manage(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.
     )
 
 
+def shell(code: str, *, env: dict[str, str], timeout: float = 120) -> str:
+    """Run Python in `manage.py shell` with the child's settings; its printed output."""
+    result = manage("shell", "-v", "0", "-c", code, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def celery_worker(*, env: dict[str, str], queues: str) -> subprocess.Popen:
+    """A real Celery worker in a child process, its log captured for the test to read."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "annotator",
+            "worker",
+            "--queues",
+            queues,
+            "--concurrency",
+            "1",
+            "--loglevel",
+            "INFO",
+        ],  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def redis_url() -> str:
     """The Redis the suite uses; it must be reachable (CI fails loudly when it is not)."""
     import redis

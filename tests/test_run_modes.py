@@ -18,6 +18,7 @@ import pytest
 
 from tests.support import (
     ROOT,
+    celery_worker,
     free_port,
     manage,
     program_env,
@@ -116,27 +117,7 @@ def test_a_worker_on_redis_runs_tasks_published_by_the_web_side(tmp_path):
         migrated = manage("migrate", "--noinput", env=env)
         assert migrated.returncode == 0, migrated.stderr
         queue = f"default-{free_port()}"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "annotator",
-                "worker",
-                "--queues",
-                queue,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        worker = celery_worker(env=env, queues=queue)
         try:
 
             def last_heartbeat() -> str:
@@ -180,27 +161,7 @@ def test_imported_items_are_embedded_by_a_worker_on_redis(tmp_path):
             env=env,
         )  # fmt: skip
         assert made.returncode == 0, made.stderr
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "annotator",
-                "worker",
-                "--queues",
-                "ml",
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        worker = celery_worker(env=env, queues="ml")
         try:
             data = tmp_path / "items.jsonl"
             data.write_text(

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
+from django.db.models import Avg, Count, F, Q
+from django.db.models.functions import TruncDate
+
 from labelling.learning.agreement import jaccard_distance, krippendorff_alpha, span_distance
-from labelling.models import Annotation, Item, Membership, Project
+from labelling.models import Annotation, Item, ItemStatus, Membership, Project
+from labelling.selectors.projects import schema_current
 from labelling.services.quality import SCORED_TYPES, gold_score
+
+TIMELINE_DAYS = 30  # days of agreement shown on the dashboard
 
 ALPHA_DISTANCE = {"choice": "nominal", "rating": "interval", "multi_choice": jaccard_distance,
                   "span": span_distance}  # fmt: skip
@@ -25,8 +31,6 @@ def _hashable(value: Any) -> Any:
 
 def agreement_report(*, project: Project) -> list[dict[str, Any]]:
     """Krippendorff's alpha per question over the project's non-gold items."""
-    from labelling.selectors.projects import schema_current
-
     schema = schema_current(project=project)
     if schema is None:
         return []
@@ -123,3 +127,68 @@ def rater_stats(*, project: Project) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def progress_counts(*, project: Project) -> dict[str, int]:
+    """Item counts by stage, in one aggregate query over the project's non-gold items."""
+    return Item.objects.filter(project=project, gold__isnull=True).aggregate(
+        items=Count("id"),
+        complete=Count("id", filter=Q(ratings__gte=F("target"))),
+        approved=Count("id", filter=Q(status=ItemStatus.APPROVED)),
+        needs_review=Count("id", filter=Q(status=ItemStatus.NEEDS_REVIEW)),
+        rejected=Count("id", filter=Q(status=ItemStatus.REJECTED)),
+        in_progress=Count("id", filter=Q(status=ItemStatus.IN_PROGRESS)),
+        pending=Count("id", filter=Q(status=ItemStatus.PENDING)),
+    )
+
+
+def label_distributions(*, project: Project) -> list[dict[str, Any]]:
+    """Counts of consensus values of approved items, per conversation-wide choice question."""
+    schema = schema_current(project=project)
+    if schema is None:
+        return []
+    asked = [
+        q
+        for q in schema.parsed().questions
+        if q.type in ("choice", "multi_choice") and q.scope == "conversation"
+    ]
+    if not asked:
+        return []
+    counts: dict[str, Counter] = {q.key: Counter() for q in asked}
+    rows = Item.objects.filter(
+        project=project, gold__isnull=True, status=ItemStatus.APPROVED
+    ).values_list("consensus", flat=True)
+    for consensus in rows.iterator(chunk_size=2000):
+        for q in asked:
+            value = (consensus or {}).get(q.key, {}).get("value")
+            for chosen in value if isinstance(value, list) else [value]:
+                if chosen is not None:
+                    counts[q.key][chosen] += 1
+    return [
+        {
+            "key": q.key,
+            "title": q.title,
+            "type": q.type,
+            "bars": [
+                {"label": o.label, "value": o.value, "count": counts[q.key][o.value]}
+                for o in q.options
+            ],
+            "total": sum(counts[q.key].values()),
+        }
+        for q in asked
+    ]
+
+
+def agreement_by_day(*, project: Project) -> list[dict[str, Any]]:
+    """Mean item agreement per day of the items' last change, over the last days with data."""
+    rows = (
+        Item.objects.filter(project=project, gold__isnull=True, agreement__isnull=False)
+        .annotate(day=TruncDate("updated_at"))
+        .values("day")
+        .annotate(mean=Avg("agreement"), items=Count("id"))
+        .order_by("-day")[:TIMELINE_DAYS]
+    )
+    return [
+        {"day": r["day"], "mean": round(r["mean"], 4), "items": r["items"]}
+        for r in reversed(list(rows))
+    ]

@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from labelling.models import Item
 from labelling.schema import template
+from labelling.selectors.projects import schema_current
 from labelling.services.items import items_import
 from labelling.services.projects import project_create, schema_publish
 
@@ -155,7 +156,7 @@ def test_conversation_text_with_xss_payloads_renders_inert(page, check_page, liv
     expect(page.locator("#result_list")).to_contain_text(SCHEMA_NAME)
     assert_inert()
 
-    schema = project.current_schema
+    schema = schema_current(project=project)
     page.goto(f"{live_server.url}/admin/labelling/labelschema/{schema.pk}/change/")
     definition_text = page.locator(".field-pretty_definition pre")
     expect(definition_text).to_contain_text("<script>window.__xss=1</script> Is it true?")

@@ -374,5 +374,13 @@ window.annotatorConversation = (function () {
     return { render, renderPlain, codePointMap, inverseMap };
   })();
 
-  return { el, kbd, Markdown };
+  /** Whether a key press belongs to a text field rather than to the page's hotkeys. */
+  function isTyping(target) {
+    if (!target || !target.tagName) return false;
+    if (target.isContentEditable) return true;
+    if (target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
+    return target.tagName === "INPUT" && !["button", "submit", "checkbox", "radio", "reset"].includes(target.type);
+  }
+
+  return { el, kbd, Markdown, isTyping };
 })();

@@ -30,7 +30,7 @@
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
 
   // DOM helpers and the Markdown renderer live in conversation.js, shared with the review page.
-  const { el, kbd, Markdown } = window.annotatorConversation;
+  const { el, kbd, Markdown, isTyping } = window.annotatorConversation;
 
   // ---------------------------------------------------------------------------------------
   // Small services: storage, ids, requests, status line.
@@ -1154,13 +1154,6 @@
       help.querySelector(".overlay-box").scrollTop = 0;
     }
     else if (document.activeElement === $("help-close")) $("help-close").blur();
-  }
-
-  function isTyping(target) {
-    if (!target || !target.tagName) return false;
-    if (target.isContentEditable) return true;
-    if (target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-    return target.tagName === "INPUT" && !["button", "submit", "checkbox", "radio", "reset"].includes(target.type);
   }
 
   function hotkey(key) {

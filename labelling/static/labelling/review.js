@@ -13,7 +13,7 @@
       named
         ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
         : fmt.replace(/%s/g, () => String(obj.shift())));
-  const { el, kbd, Markdown } = window.annotatorConversation;
+  const { el, kbd, Markdown, isTyping } = window.annotatorConversation;
   const $ = (id) => document.getElementById(id);
   const config = JSON.parse($("review-config").textContent);
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
@@ -452,13 +452,6 @@
     help.hidden = !show;
     if (show) $("help-close").focus({ preventScroll: true });
     else if (document.activeElement === $("help-close")) $("help-close").blur();
-  }
-
-  function isTyping(target) {
-    if (!target || !target.tagName) return false;
-    if (target.isContentEditable) return true;
-    if (target.tagName === "TEXTAREA" || target.tagName === "SELECT") return true;
-    return target.tagName === "INPUT" && !["button", "submit", "checkbox", "radio", "reset"].includes(target.type);
   }
 
   function correctionKey(key) {
