@@ -47,6 +47,7 @@ app.conf.beat_schedule = {
     "worker-heartbeat": {"task": "labelling.tasks.worker_heartbeat", "schedule": 30.0},
     "assignments-expire": {"task": "labelling.tasks.assignments_expire", "schedule": 60.0},
     "reliability-update": {"task": "labelling.tasks.ml_reliability_update", "schedule": 600.0},
+    "training-backstop": {"task": "labelling.tasks.ml_training_maybe", "schedule": 120.0},
 }
 
 

@@ -60,6 +60,22 @@ class Project(BaseModel):
         default="prompt_reply",
         help_text=_("What of each conversation is embedded."),
     )
+    learning_strategy = models.CharField(
+        max_length=20,
+        choices=[
+            ("entropy", _("Most uncertain first (entropy)")),
+            ("margin", _("Smallest margin first")),
+            ("least_confidence", _("Least confident first")),
+            ("random", _("Random order")),
+        ],
+        default="entropy",
+    )
+    control_share = models.FloatField(
+        default=0.1, help_text=_("Items always served at random: the honest test set.")
+    )
+    retrain_every = models.PositiveIntegerField(
+        default=50, help_text=_("Train again after this many new ratings (0: only on demand).")
+    )
 
     class Meta:
         ordering = ["name"]
@@ -393,3 +409,43 @@ class Embedding(models.Model):
 
     def __str__(self) -> str:
         return f"item {self.item_id} by {self.encoder}"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    SUCCEEDED = "succeeded", _("Succeeded")
+    SKIPPED = "skipped", _("Skipped: nothing changed")
+    FAILED = "failed", _("Failed")
+
+
+class TrainingRun(BaseModel):
+    """One training of a classifier per question, and the queue order it wrote."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=16, default="manual")  # manual, labels, beat
+    data_hash = models.CharField(max_length=64, blank=True)
+    labels = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="trainingrun_status_valid"
+            ),
+            # training_run_request: at most one run waiting or running per project.
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["queued", "running"]),
+                name="trainingrun_one_open_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.project} ({self.status})"

@@ -58,3 +58,29 @@ def ml_items_embed(project_id: int) -> str:
         return f"project {project_id} is gone"
     result = items_embed(project=project)
     return f"{project.slug}: embedded {result.embedded}, {result.unchanged} unchanged"
+
+
+@shared_task(
+    name="labelling.tasks.ml_training_run",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def ml_training_run(run_id: int) -> str:
+    """Carry out a queued training run (safe to deliver twice: the run is claimed once)."""
+    from labelling.services.training import training_run_execute
+
+    run = training_run_execute(run_id=run_id)
+    if run is None:
+        return f"run {run_id} was already finished"
+    return f"run {run.pk} {run.status}: {run.note}"
+
+
+@shared_task(name="labelling.tasks.ml_training_maybe")
+def ml_training_maybe() -> str:
+    """Beat: queue a run for every project with `retrain_every` new ratings since its last."""
+    from labelling.models import Project
+    from labelling.services.training import training_run_maybe
+
+    queued = [p.slug for p in Project.objects.all() if training_run_maybe(project=p)]
+    return f"training queued for {len(queued)} project(s)"

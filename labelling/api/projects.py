@@ -23,7 +23,8 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
         fields = [
             "slug", "name", "description", "guidelines", "overlap", "lease_ttl_seconds",
             "gold_rate", "gold_min_items", "gold_min_accuracy", "approval_min_agreement",
-            "max_overlap", "item_count", "created_at", "updated_at",
+            "max_overlap", "embedding_text", "learning_strategy", "control_share", "retrain_every",
+            "item_count", "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_item_count(self, project: Project) -> int:
@@ -78,6 +79,14 @@ class ProjectDetailApi(APIView):
         gold_min_accuracy = serializers.FloatField(min_value=0, max_value=1, required=False)
         approval_min_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
         max_overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
+        embedding_text = serializers.ChoiceField(
+            choices=["last_reply", "prompt_reply", "conversation"], required=False
+        )
+        learning_strategy = serializers.ChoiceField(
+            choices=["entropy", "margin", "least_confidence", "random"], required=False
+        )
+        control_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
+        retrain_every = serializers.IntegerField(min_value=0, max_value=100000, required=False)
 
     @extend_schema(responses=ProjectOutputSerializer)
     def get(self, request, slug: str):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from labelling.api import assignments, items, learning, projects, quality
+from labelling.api import assignments, items, learning, projects, quality, training
 
 urlpatterns = [
     path("projects/", projects.ProjectListCreateApi.as_view(), name="api-projects"),
@@ -46,6 +46,11 @@ urlpatterns = [
         "projects/<slug:slug>/embeddings/",
         learning.EmbeddingsApi.as_view(),
         name="api-project-embeddings",
+    ),
+    path(
+        "projects/<slug:slug>/training-runs/",
+        training.TrainingRunsApi.as_view(),
+        name="api-project-training-runs",
     ),
     path("projects/<slug:slug>/next/", assignments.NextApi.as_view(), name="api-project-next"),
     path(

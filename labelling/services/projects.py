@@ -40,6 +40,7 @@ def project_create(
 PROJECT_SETTINGS = (
     "name", "description", "guidelines", "overlap", "lease_ttl_seconds", "gold_rate",
     "gold_min_items", "gold_min_accuracy", "approval_min_agreement", "max_overlap",
+    "embedding_text", "learning_strategy", "control_share", "retrain_every",
 )  # fmt: skip
 
 
