@@ -98,3 +98,43 @@ def test_admins_start_runs_over_the_api_and_everyone_staff_lists_them(
     assert started.status_code == 202 and queued == [started.json()["id"]]
     assert [r["status"] for r in listed.json()] == ["queued"]
     assert api(rater).post(f"/api/v1/projects/{labelled.slug}/training-runs/").status_code == 403
+
+
+def test_the_learning_report_replays_the_queue_order_against_random(api, owner, labelled):
+    training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    report = api(owner).get(f"/api/v1/projects/{labelled.slug}/learning-report/").json()
+
+    topic = report["questions"]["topic"]
+    assert topic["labels"] + topic["control_items"] == 40
+    curves = topic["curves"]
+    assert curves["labels"][0] == 10 and curves["labels"][-1] == topic["labels"]
+    assert len(curves["queue"]) == len(curves["random"]) == len(curves["labels"])
+    assert curves["queue"][-1] > 0.9  # the topics are easy to tell apart
+    assert set(topic["summary"]) == {"target_f1", "queue_labels", "random_labels",
+                                     "labels_saved"}  # fmt: skip
+
+
+def test_the_learning_report_says_what_it_needs(api, owner, project):
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    items_import(project=project, stream=jsonl(chat("a")), fmt="jsonl")
+    report = api(owner).get(f"/api/v1/projects/{project.slug}/learning-report/").json()
+    assert report == {"encoder": None, "questions": {}}
+
+
+def test_the_label_efficiency_page_draws_both_curves(client, owner, labelled):
+    training_run_execute(run_id=training_run_request(project=labelled).pk)
+    client.force_login(owner)
+
+    page = client.get(f"/projects/{labelled.slug}/learning/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'class="curve curve-queue" points="' in html
+    assert 'class="curve curve-random" points="' in html
+    assert "labels saved" in html or "has not reached" in html
+
+
+def test_raters_do_not_see_the_label_efficiency_page(client, rater, labelled):
+    client.force_login(rater)
+    assert client.get(f"/projects/{labelled.slug}/learning/").status_code in (403, 404)

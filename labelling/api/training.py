@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from labelling.api.common import ADMIN_ONLY, STAFF_ROLES, project_for_request, reject_unknown_params
 from labelling.models import TrainingRun
+from labelling.selectors.learning import learning_report
 from labelling.services.training import training_run_request
 
 
@@ -38,3 +39,22 @@ class TrainingRunsApi(APIView):
         project = project_for_request(request, slug, ADMIN_ONLY)
         run = training_run_request(project=project, trigger="manual")
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
+class LearningReportApi(APIView):
+    @extend_schema(
+        responses=inline_serializer(
+            "LearningReport",
+            {
+                "encoder": serializers.CharField(allow_null=True),
+                "questions": serializers.DictField(),
+            },
+        ),  # fmt: skip
+        description="Macro-F1 on the control slice against the number of labels, for the "
+        "queue's order and a random order replayed on the same labels; labels saved at 95% "
+        "of the best score.",
+    )
+    def get(self, request, slug: str):
+        project = project_for_request(request, slug, STAFF_ROLES)
+        reject_unknown_params(request, [])
+        return Response(learning_report(project=project))

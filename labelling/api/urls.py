@@ -52,6 +52,11 @@ urlpatterns = [
         training.TrainingRunsApi.as_view(),
         name="api-project-training-runs",
     ),
+    path(
+        "projects/<slug:slug>/learning-report/",
+        training.LearningReportApi.as_view(),
+        name="api-project-learning-report",
+    ),
     path("projects/<slug:slug>/next/", assignments.NextApi.as_view(), name="api-project-next"),
     path(
         "assignments/<int:assignment_id>/submit/",

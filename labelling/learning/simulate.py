@@ -160,3 +160,50 @@ def full_data_f1(
         pool, test = group_split(groups, test_share, seed)
         scores.append(_fit_score(X, y, pool, test, classes, seed)[1])
     return float(np.mean(scores))
+
+
+def replay(
+    X: np.ndarray,
+    y: np.ndarray,
+    X_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    classes: list,
+    sizes: Iterable[int],
+    seeds: Iterable[int] = (0, 1, 2),
+) -> dict[str, list]:
+    """Learning curves on labels a project already has: rows of X in the order they were
+    labelled (the queue's order) against the same rows shuffled (a random-order baseline,
+    averaged over seeds), each scored on the control slice."""
+    X, y = np.asarray(X), np.asarray(y)
+    sizes = [n for n in sizes if 0 < n <= len(y)]
+    orders = {"queue": [np.arange(len(y))]}
+    orders["random"] = [np.random.default_rng(seed).permutation(len(y)) for seed in seeds]
+    curves: dict[str, list] = {"labels": sizes, "queue": [], "random": []}
+    for name, permutations in orders.items():
+        for n in sizes:
+            scores = []
+            for order in permutations:
+                head = order[:n]
+                if len(set(y[head].tolist())) < 2:
+                    scores.append(0.0)  # one class seen: the model can only guess it
+                    continue
+                model = classifiers.train(X[head], y[head], classes=classes, calibrate=False)
+                scores.append(classifiers.macro_f1(y_test, classifiers.predict(model, X_test)))
+            curves[name].append(round(float(np.mean(scores)), 4))
+    return curves
+
+
+def labels_saved(curves: dict[str, list], share: float = 0.95) -> dict[str, int | float | None]:
+    """Labels each order needed to reach `share` of the best score seen, and the saving."""
+    best = max([*curves["queue"], *curves["random"]], default=0.0)
+    target = share * best
+
+    def first(values: list[float]) -> int | None:
+        return next((n for n, f1 in zip(curves["labels"], values, strict=True) if f1 >= target),
+                    None)  # fmt: skip
+
+    queue, random = first(curves["queue"]), first(curves["random"])
+    saved = None if queue is None or random is None else random - queue
+    return {"target_f1": round(target, 4), "queue_labels": queue, "random_labels": random,
+            "labels_saved": saved}  # fmt: skip

@@ -1,0 +1,76 @@
+"""The label-efficiency report: did the queue's order save labels against a random order?"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.db.models import Min
+
+from labelling.models import Embedding, Item, Project
+from labelling.selectors.projects import schema_current
+
+MIN_TRAIN = 10
+MIN_CONTROL = 5
+MAX_TRAIN = 2000  # the replay trains a model per point; beyond this it is a batch job
+
+
+def _sizes(n: int) -> list[int]:
+    sizes, size = [], MIN_TRAIN
+    while size < n:
+        sizes.append(size)
+        size = int(size * 1.5) + 1
+    return [*sizes, n]
+
+
+def learning_report(*, project: Project) -> dict[str, Any]:
+    """Per choice question: macro-F1 on the control slice against the number of labels, for
+    the order raters actually labelled in and for the same labels in random order."""
+    from labelling.learning.encoders import from_bytes
+    from labelling.learning.sampling import control_slice
+    from labelling.learning.simulate import labels_saved, replay
+
+    schema = schema_current(project=project)
+    latest = (
+        Embedding.objects.filter(item__project=project)
+        .order_by("-created_at")
+        .values_list("encoder", flat=True)
+        .first()
+    )
+    report: dict[str, Any] = {"encoder": latest, "questions": {}}
+    if schema is None or latest is None:
+        return report
+    rows = list(
+        Item.objects.filter(project=project, gold__isnull=True, ratings__gt=0,
+                            embeddings__encoder=latest)
+        .annotate(first_label=Min("annotations__created_at"))
+        .order_by("first_label", "pk")
+        .values_list("pk", "consensus", "embeddings__vector")
+    )  # fmt: skip
+    if not rows:
+        return report
+    ids = [row[0] for row in rows]
+    dim = len(rows[0][2]) // 4
+    X = np.vstack([from_bytes(row[2], dim) for row in rows])
+    control = control_slice(ids, project.control_share)
+    for question in schema.parsed().questions:
+        if question.type != "choice" or question.scope != "conversation":
+            continue
+        y = np.array([(row[1].get(question.key) or {}).get("value") for row in rows], dtype=object)
+        known = np.array([value is not None for value in y])
+        train, test = known & ~control, known & control
+        entry: dict[str, Any] = {"labels": int(train.sum()), "control_items": int(test.sum())}
+        if train.sum() < MIN_TRAIN or test.sum() < MIN_CONTROL:
+            entry["note"] = (
+                f"Needs {MIN_TRAIN} labelled items outside the control slice and {MIN_CONTROL} "
+                "inside it."
+            )
+        else:
+            train_idx = np.flatnonzero(train)[:MAX_TRAIN]
+            curves = replay(
+                X[train_idx], y[train_idx].astype(str), X[test], y[test].astype(str),
+                classes=list(question.option_values), sizes=_sizes(len(train_idx)),
+            )  # fmt: skip
+            entry.update(curves=curves, summary=labels_saved(curves))
+        report["questions"][question.key] = entry
+    return report
