@@ -64,6 +64,7 @@ class Project(BaseModel):
         max_length=20,
         choices=[
             ("entropy", _("Most uncertain first (entropy)")),
+            ("hybrid", _("Uncertain and typical, spread over clusters")),
             ("margin", _("Smallest margin first")),
             ("least_confidence", _("Least confident first")),
             ("random", _("Random order")),

@@ -138,3 +138,15 @@ def test_the_label_efficiency_page_draws_both_curves(client, owner, labelled):
 def test_raters_do_not_see_the_label_efficiency_page(client, rater, labelled):
     client.force_login(rater)
     assert client.get(f"/projects/{labelled.slug}/learning/").status_code in (403, 404)
+
+
+def test_the_hybrid_strategy_spreads_the_queue_over_clusters(labelled):
+    project_update(project=labelled, learning_strategy="hybrid")
+
+    run = training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    priorities = list(Item.objects.values_list("priority", flat=True))
+    # Round-robin positions: distinct values in (0, 1], the first served at 1.0.
+    assert max(priorities) <= 1.0 and min(priorities) > 0.0
+    assert len(set(priorities)) > 40

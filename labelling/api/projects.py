@@ -83,7 +83,7 @@ class ProjectDetailApi(APIView):
             choices=["last_reply", "prompt_reply", "conversation"], required=False
         )
         learning_strategy = serializers.ChoiceField(
-            choices=["entropy", "margin", "least_confidence", "random"], required=False
+            choices=["entropy", "hybrid", "margin", "least_confidence", "random"], required=False
         )
         control_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
         retrain_every = serializers.IntegerField(min_value=0, max_value=100000, required=False)

@@ -176,7 +176,22 @@ def priorities(
         return np.random.default_rng(seed).random(n)
     if strategy != "hybrid":
         return UNCERTAINTY[strategy](probs)
-    scores = entropy(probs)
+    return hybrid_priorities(
+        entropy(probs), X=X, clusters=clusters, density_weight=density_weight, seed=seed
+    )
+
+
+def hybrid_priorities(
+    uncertainty: np.ndarray,
+    *,
+    X: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+    density_weight: float = 1.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """Uncertainty × density**density_weight, laid out round-robin over ``clusters`` (first
+    served gets 1.0), so consecutive items come from different regions of the pool."""
+    scores = np.asarray(uncertainty, dtype=np.float64)
     if X is not None and density_weight:
         scores = scores * density(X, clusters, seed=seed) ** density_weight
     if clusters is None:

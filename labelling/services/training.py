@@ -75,6 +75,11 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     return run
 
 
+def _cluster_count(items: int) -> int:
+    # Enough regions to spread a rater's next dozens of items, few enough to stay meaningful.
+    return max(2, min(50, int(np.sqrt(items / 10))))
+
+
 def _dataset(project: Project):
     """(item ids, vectors, labels per question) for the embedded items of the project."""
     from labelling.learning.encoders import from_bytes
@@ -153,8 +158,11 @@ def _train(run: TrainingRun) -> None:
         model = classifiers.train(X[train_mask], train_y, kind=question.type, classes=classes)
         models[question.key] = model
         if strategy != "random":
-            uncertainty += sampling.priorities(classifiers.predict_proba(model, X),
-                                               strategy=strategy)  # fmt: skip
+            # Hybrid mixes in density and clusters once, over the questions' mean entropy.
+            per_question = "entropy" if strategy == "hybrid" else strategy
+            uncertainty += sampling.priorities(
+                classifiers.predict_proba(model, X), strategy=per_question
+            )
         trained += 1
         entry = {"trained": True, "labels": len(train_y)}
         test = known & control
@@ -170,6 +178,9 @@ def _train(run: TrainingRun) -> None:
     # would serve one source's items before another's.
     use_model = trained and strategy != "random"
     priority = uncertainty / trained if use_model else rng.random(len(ids))
+    if use_model and strategy == "hybrid":
+        clusters = sampling.kmeans_clusters(X, k=_cluster_count(len(ids)), seed=run.pk)
+        priority = sampling.hybrid_priorities(priority, X=X, clusters=clusters, seed=run.pk)
     # The control slice keeps a random order, whatever the model thinks: an honest test set.
     priority[control] = rng.random(int(control.sum()))
     model_dir = Path(settings.VAR_DIR) / "models" / project.slug
