@@ -10,7 +10,6 @@ from labelling.models import Embedding, Item
 from labelling.selectors.embeddings import embedding_progress
 from labelling.services.embeddings import items_embed
 from labelling.services.items import items_import
-from labelling.services.projects import project_update
 from tests.conftest import chat, jsonl
 
 pytestmark = pytest.mark.django_db
@@ -63,7 +62,6 @@ def test_the_embedding_task_embeds_with_the_configured_encoder(project):
     from labelling.tasks import ml_items_embed
 
     items_import(project=project, stream=jsonl(chat("a"), chat("b")), fmt="jsonl")
-    project_update(project=project, overlap=1)
 
     assert ml_items_embed(project.pk) == "review: embedded 2, 0 unchanged"
     assert ml_items_embed(10**9) == f"project {10**9} is gone"

@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 from django.db.models import Min
 
-from labelling.models import Embedding, Item, Project
+from labelling.models import Item, Project
+from labelling.selectors.embeddings import embedding_encoder_latest
 from labelling.selectors.projects import schema_current
 
 MIN_TRAIN = 10
@@ -31,12 +32,7 @@ def learning_report(*, project: Project) -> dict[str, Any]:
     from labelling.learning.simulate import labels_saved, replay
 
     schema = schema_current(project=project)
-    latest = (
-        Embedding.objects.filter(item__project=project)
-        .order_by("-created_at")
-        .values_list("encoder", flat=True)
-        .first()
-    )
+    latest = embedding_encoder_latest(project=project)
     report: dict[str, Any] = {"encoder": latest, "questions": {}}
     if schema is None or latest is None:
         return report

@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from labelling.models import Annotation, Embedding, Item, Project, RunStatus, TrainingRun
+from labelling.selectors.embeddings import embedding_encoder_latest
 from labelling.selectors.projects import schema_current
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,7 @@ def _dataset(project: Project):
     """(item ids, vectors, labels per question) for the embedded items of the project."""
     from labelling.learning.encoders import from_bytes
 
-    latest = (
-        Embedding.objects.filter(item__project=project)
-        .order_by("-created_at")
-        .values_list("encoder", flat=True)
-        .first()
-    )
+    latest = embedding_encoder_latest(project=project)
     rows = list(
         Embedding.objects.filter(item__project=project, encoder=latest, item__gold__isnull=True)
         .order_by("item_id")

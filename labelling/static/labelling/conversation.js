@@ -382,5 +382,18 @@ window.annotatorConversation = (function () {
     return target.tagName === "INPUT" && !["button", "submit", "checkbox", "radio", "reset"].includes(target.type);
   }
 
-  return { el, kbd, Markdown, isTyping };
+  /** Options without a hotkey of their own answer to their position (1-9) while active. */
+  function optionKeys(options) {
+    const taken = new Set(options.filter((o) => o.hotkey).map((o) => o.hotkey.toLowerCase()));
+    let digit = 1;
+    return options.map((o) => {
+      if (o.hotkey) return o.hotkey;
+      while (digit <= 9 && taken.has(String(digit))) digit++;
+      if (digit > 9) return null;
+      taken.add(String(digit));
+      return String(digit++);
+    });
+  }
+
+  return { el, kbd, Markdown, isTyping, optionKeys };
 })();

@@ -30,7 +30,7 @@
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
 
   // DOM helpers and the Markdown renderer live in conversation.js, shared with the review page.
-  const { el, kbd, Markdown, isTyping } = window.annotatorConversation;
+  const { el, kbd, Markdown, isTyping, optionKeys } = window.annotatorConversation;
 
   // ---------------------------------------------------------------------------------------
   // Small services: storage, ids, requests, status line.
@@ -384,18 +384,6 @@
     return head;
   }
 
-  // Options without a hotkey of their own answer to their position (1-9) while active.
-  function optionKeys(options) {
-    const taken = new Set(options.filter((o) => o.hotkey).map((o) => o.hotkey.toLowerCase()));
-    let digit = 1;
-    return options.map((o) => {
-      if (o.hotkey) return o.hotkey;
-      while (digit <= 9 && taken.has(String(digit))) digit++;
-      if (digit > 9) return null;
-      taken.add(String(digit));
-      return String(digit++);
-    });
-  }
 
   function makeSlot(q, turn) {
     const slot = { q: q, turn: turn, keys: {} };

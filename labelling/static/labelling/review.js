@@ -13,7 +13,7 @@
       named
         ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
         : fmt.replace(/%s/g, () => String(obj.shift())));
-  const { el, kbd, Markdown, isTyping } = window.annotatorConversation;
+  const { el, kbd, Markdown, isTyping, optionKeys } = window.annotatorConversation;
   const $ = (id) => document.getElementById(id);
   const config = JSON.parse($("review-config").textContent);
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
@@ -170,17 +170,6 @@
   // ---------------------------------------------------------------------------------------
   // The correction form: the schema's questions, prefilled with the consensus.
 
-  function optionKeys(options) {
-    const taken = new Set(options.filter((o) => o.hotkey).map((o) => o.hotkey.toLowerCase()));
-    let digit = 1;
-    return options.map((o) => {
-      if (o.hotkey) return o.hotkey;
-      while (digit <= 9 && taken.has(String(digit))) digit++;
-      if (digit > 9) return null;
-      taken.add(String(digit));
-      return String(digit++);
-    });
-  }
 
   function valueOf(slot) {
     return answerIn(answers, slot);
