@@ -77,6 +77,25 @@ class Project(BaseModel):
     retrain_every = models.PositiveIntegerField(
         default=50, help_text=_("Train again after this many new ratings (0: only on demand).")
     )
+    suggestions_enabled = models.BooleanField(
+        default=False,
+        help_text=_("Show raters the model's guess. Off by default: suggestions anchor raters."),
+    )
+    # Export.
+    export_consent = models.CharField(
+        max_length=16,
+        choices=[
+            ("opt_in", _("Only items whose source opted in")),
+            ("opt_in_unknown", _("Opted-in items and items of unknown consent")),
+        ],
+        default="opt_in",
+        help_text=_("Which items may leave the server. Opted-out items never do."),
+    )
+    # Explorer.
+    duplicate_threshold = models.FloatField(
+        default=0.97,
+        help_text=_("Cosine similarity above which a new item is held as a near-duplicate."),
+    )
 
     class Meta:
         ordering = ["name"]
@@ -187,6 +206,28 @@ class ItemStatus(models.TextChoices):
     REJECTED = "rejected", _("Rejected")
 
 
+class Hold(models.TextChoices):
+    NONE = "", _("In the queue")
+    DUPLICATE = "duplicate", _("Near-duplicate")
+    EXCLUDED = "excluded", _("Excluded")
+
+
+class Tag(BaseModel):
+    """A project's free label on items, set by hand or in bulk from the explorer."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=100)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="tag_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Item(BaseModel):
     """One conversation to label, or one prompt with two candidate replies (a pair item)."""
 
@@ -213,6 +254,21 @@ class Item(BaseModel):
     # {question: {"value", "distribution", "agreement", "n"}}, kept by services/quality.py.
     consensus = models.JSONField(default=dict, blank=True)
     agreement = models.FloatField(null=True, blank=True)
+    # Consent withdrawn after import: the item never leaves again, snapshots holding it are marked.
+    consent_withdrawn_at = models.DateTimeField(null=True, blank=True)
+    # The latest model's guess per question {question: {"value", "probabilities"}}, written with
+    # the priority by a training run; shown to raters only when the project turns it on.
+    predictions = models.JSONField(default=dict, blank=True)
+    # Kept out of the queue while set (near-duplicates, excluded items); "" when queued.
+    hold = models.CharField(max_length=16, choices=Hold.choices, default="", blank=True)
+    duplicate_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates"
+    )
+    duplicate_similarity = models.FloatField(null=True, blank=True)
+    cluster = models.ForeignKey(
+        "Cluster", null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+    )
+    tags = models.ManyToManyField(Tag, blank=True, related_name="items")
 
     class Meta:
         ordering = ["id"]
@@ -227,13 +283,14 @@ class Item(BaseModel):
             models.CheckConstraint(
                 condition=Q(status__in=ItemStatus.values), name="item_status_valid"
             ),
+            models.CheckConstraint(condition=Q(hold__in=Hold.values), name="item_hold_valid"),
         ]
         indexes = [
             # assignment_next: open items of a project by priority, then import order. Partial,
             # so items with all their ratings or leases drop out of the scan.
             models.Index(
                 fields=["project", "-priority", "id"],
-                condition=Q(ratings__lt=F("target") - F("leases"), gold__isnull=True),
+                condition=Q(ratings__lt=F("target") - F("leases"), gold__isnull=True, hold=""),
                 name="item_queue_open",
             ),
             # assignment_next's gold draw and the gold list: a project's gold items.
@@ -450,3 +507,114 @@ class TrainingRun(BaseModel):
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.project} ({self.status})"
+
+
+class ClusteringRun(BaseModel):
+    """One grouping of a project's items by their embeddings, with a 2-D map of a sample."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clustering_runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=16, default="manual")  # manual, import
+    encoder = models.CharField(max_length=200, blank=True)
+    k = models.PositiveIntegerField(default=0)
+    silhouette = models.FloatField(null=True, blank=True)
+    items = models.PositiveIntegerField(default=0)
+    # [{"item": id, "x": float, "y": float, "cluster": index}, ...] for a sample of items.
+    projection = models.JSONField(default=list, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    note = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="clusteringrun_status_valid"
+            ),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status__in=["queued", "running"]),
+                name="clusteringrun_one_open_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"clustering {self.pk} of {self.project} ({self.status})"
+
+
+class Cluster(models.Model):
+    """A group of similar items of one clustering run, named by its most distinctive terms."""
+
+    run = models.ForeignKey(ClusteringRun, on_delete=models.CASCADE, related_name="clusters")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clusters")
+    index = models.PositiveIntegerField()
+    size = models.PositiveIntegerField(default=0)
+    terms = models.JSONField(default=list, blank=True)  # ["term", ...], most distinctive first
+    representatives = models.JSONField(default=list, blank=True)  # item ids nearest the centre
+    label_distribution = models.JSONField(default=dict, blank=True)  # {question: {value: n}}
+    x = models.FloatField(default=0.0)  # centre on the run's 2-D map
+    y = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="cluster_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return ", ".join(self.terms[:3]) or f"cluster {self.index}"
+
+
+class Snapshot(BaseModel):
+    """An immutable dataset: a filter's items and answers frozen, a content hash, a data card."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="snapshots")
+    name = models.CharField(max_length=200, blank=True)
+    filters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    content_hash = models.CharField(max_length=64, blank=True)
+    card = models.JSONField(default=dict, blank=True)
+    item_count = models.PositiveIntegerField(default=0)
+    # Items whose consent was withdrawn after the snapshot froze them; left out of downloads.
+    withdrawn_count = models.PositiveIntegerField(default=0)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="snapshot_status_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"snapshot {self.pk} of {self.project} ({self.status})"
+
+
+class SnapshotItem(models.Model):
+    """One frozen record of a snapshot, in its order. The item may change or go; this does not."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="records")
+    item = models.ForeignKey(
+        Item, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    position = models.PositiveIntegerField()
+    record = models.JSONField()
+
+    class Meta:
+        ordering = ["snapshot", "position"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "position"], name="snapshotitem_unique_position"
+            ),
+        ]
+        indexes = [models.Index(fields=["item"], name="snapshotitem_by_item")]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id}#{self.position}"

@@ -64,8 +64,13 @@ class Lease:
 
 
 def _open_items():
-    # Spelled like the item_queue_open index's condition, so the planner can use it.
     return Item.objects.filter(ratings__lt=F("target") - F("leases"), gold__isnull=True)
+
+
+def _queued_items():
+    # Spelled like the item_queue_open index's condition, so the planner can use it. Held items
+    # (near-duplicates, excluded) take no new leases; their live leases may still be submitted.
+    return _open_items().filter(hold="")
 
 
 def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | None:
@@ -99,7 +104,7 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
         try:
             with transaction.atomic():
                 candidates = (
-                    _open_items()
+                    _queued_items()
                     .filter(project=project)
                     .exclude(Exists(seen))
                     .order_by("-priority", "id")
@@ -152,7 +157,7 @@ def _lease_gold(project, rater, schema, expires_at, seen) -> Assignment | None:
 def _take_slot(item_id: int) -> bool:
     # The conditional UPDATE is what admits a lease: it refuses one beyond the target.
     return (
-        _open_items()
+        _queued_items()
         .filter(pk=item_id)
         .update(leases=F("leases") + 1, status=ItemStatus.IN_PROGRESS, updated_at=timezone.now())
     ) == 1
