@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from labelling.models import Annotation, Assignment, Item, Role
 from labelling.schema import template
 from labelling.services.assignments import assignments_expire
 from labelling.services.items import items_import
-from labelling.services.projects import membership_set, project_update, schema_publish
+from labelling.services.projects import (
+    membership_set,
+    project_create,
+    project_update,
+    schema_publish,
+)
+from labelling.services.tokens import token_create
 from tests.conftest import chat, jsonl
 
 pytestmark = pytest.mark.django_db
@@ -287,3 +295,69 @@ def test_pair_items_take_preference_answers(api, rater, project, owner):
 
     assert response.status_code == 201, response.json()
     assert Annotation.objects.get().answers["preferred"] == {"choice": "A", "strength": 2}
+
+
+def test_the_next_lease_gets_a_newly_published_schema_version(api, rater, queue, owner):
+    client = api(rater)
+    first = next_item(client, queue)
+    assert submit(client, first).status_code == 201
+    newer = schema_publish(
+        project=queue, definition=template("llm_response_review"), created_by=owner
+    )
+
+    lease = next_item(client, queue)
+
+    assert first["schema"]["version"] == 2
+    assert lease["schema"] == {
+        "version": newer.version,
+        "name": newer.name,
+        "definition": newer.definition,
+    }
+    assert Assignment.objects.get(pk=lease["assignment"]["id"]).schema == newer
+
+
+def test_the_queue_answers_exactly_what_its_documented_serializers_would(api, rater, queue):
+    from rest_framework.renderers import JSONRenderer
+
+    from labelling.api.assignments import (
+        AnnotationOutputSerializer,
+        AssignmentSerializer,
+        LeaseSchemaSerializer,
+        RaterItemSerializer,
+    )
+
+    def as_json(data):
+        return json.loads(JSONRenderer().render(data))
+
+    client = api(rater)
+    lease = next_item(client, queue)
+    assignment = Assignment.objects.get(pk=lease["assignment"]["id"])
+    annotation = submit(client, lease).json()
+
+    assert lease["assignment"] == as_json(AssignmentSerializer(assignment).data)
+    assert lease["item"] == as_json(RaterItemSerializer(assignment.item).data)
+    assert lease["schema"] == as_json(LeaseSchemaSerializer(assignment.schema).data)
+    stored = Annotation.objects.get(pk=annotation["id"])
+    assert annotation == as_json(AnnotationOutputSerializer(stored).data)
+
+
+def token_client(key: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    return client
+
+
+def test_a_token_scoped_to_another_project_cannot_submit_or_lease(api, rater, queue, outsider):
+    elsewhere = project_create(slug="elsewhere", name="Elsewhere", created_by=outsider)
+    membership_set(project=elsewhere, user=rater, role=Role.RATER)
+    _, other_key = token_create(
+        user=rater, project_slugs=[elsewhere.slug], name="other", can_write=True
+    )
+    _, own_key = token_create(user=rater, project_slugs=[queue.slug], name="own", can_write=True)
+    lease = next_item(api(rater), queue)
+    path = f"/api/v1/assignments/{lease['assignment']['id']}/submit/"
+    body = {"answers": answers_for(lease), "idempotency_key": "k"}
+
+    assert token_client(other_key).post(f"/api/v1/projects/{queue.slug}/next/").status_code == 404
+    assert token_client(other_key).post(path, body, format="json").status_code == 404
+    assert token_client(own_key).post(path, body, format="json").status_code == 201

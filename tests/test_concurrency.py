@@ -8,6 +8,7 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 
 from tests.queue_harness import RunLog, answers_for, run_raters, running_server, snapshot
@@ -137,3 +138,30 @@ def test_the_same_idempotency_key_sent_10_times_at_once_stores_one_annotation(tm
     assert statuses == [200] * 9 + [201], statuses
     assert len({annotation["id"] for _, annotation in results}) == 1
     assert len(state["annotations"]) == 1
+
+
+def test_next_waits_for_a_pool_wide_write_instead_of_answering_nothing_left(tmp_path):
+    """A training or clustering run rewrites every item of the pool in one transaction. While
+    its row locks stand, SKIP LOCKED sees no candidate; `next` must wait, not answer 204."""
+    with (
+        postgres_database() as database_url,
+        running_server(tmp_path, database_url, items=50, raters=1, overlap=1, workers=1,
+                       threads=2) as server,
+    ):  # fmt: skip
+        writer = psycopg.connect(database_url.replace("postgres://", "postgresql://", 1))
+        writer.execute("UPDATE labelling_item SET priority = priority + 1")  # locks every row
+        answered: list = []
+        rater = threading.Thread(
+            target=lambda: answered.append(
+                server.client("r0").call("POST", f"/api/v1/projects/{server.slug}/next/")
+            )
+        )
+        rater.start()
+        time.sleep(1.5)
+        assert not answered, f"next answered while every row was locked: {answered}"
+        writer.commit()
+        writer.close()
+        rater.join(timeout=30)
+        status, lease = answered[0]
+        assert status == 200, (status, lease)
+        assert lease["item"]["id"]

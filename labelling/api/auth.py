@@ -4,15 +4,26 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions
 
+from labelling import db
 from labelling.models import ApiToken
 from labelling.services.tokens import token_hash
 
 # Writing last_used_at on every request would turn each read into a write.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+User = get_user_model()
+
+# Every API request passes here. Two plain statements cost a fraction of the CPU the ORM spent
+# building one select_related query for the same rows.
+_KEY_LOOKUP_SQL = "SELECT * FROM labelling_apitoken WHERE key_hash = %s AND revoked_at IS NULL"
+_USER_SQL = "SELECT * FROM auth_user WHERE id = %s"
+assert User._meta.db_table == "auth_user", "a custom user model: update _USER_SQL"
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -28,13 +39,11 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
-        token = (
-            ApiToken.objects.select_related("user")
-            .filter(key_hash=token_hash(key), revoked_at__isnull=True)
-            .first()
-        )
-        if token is None or not token.user.is_active:
+        token = db.first(ApiToken, _KEY_LOOKUP_SQL, [token_hash(key)])
+        user = None if token is None else db.first(User, _USER_SQL, [token.user_id])
+        if user is None or not user.is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        token.user = user
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)

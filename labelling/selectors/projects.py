@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, OuterRef, Q, QuerySet, Subquery
 
+from labelling import db
 from labelling.errors import Forbidden, NotFound
 from labelling.models import ApiToken, LabelSchema, Membership, Project, Role
 
@@ -20,6 +21,23 @@ def project_role(*, user: AbstractBaseUser | AnonymousUser, project: Project) ->
     )
 
 
+# The project, the caller's role in it and the token's scope in one statement. The gate runs
+# on every request, the queue's included, and the ORM spent several times more CPU building
+# these three lookups than the database spent answering them.
+_GATE_SQL = """
+SELECT p.*,
+    (SELECT m.role FROM labelling_membership m
+     WHERE m.project_id = p.id AND m.user_id = %(user)s) AS member_role,
+    EXISTS (SELECT 1 FROM labelling_apitoken_projects s
+            WHERE s.project_id = p.id AND s.apitoken_id = %(token)s) AS in_token_scope
+FROM labelling_project p WHERE p.slug = %(slug)s
+"""
+
+
+def _token_pk(token: ApiToken | None) -> int:
+    return token.pk if token is not None else 0  # no token has id 0; its scope is not read
+
+
 def project_get_for_user(
     *,
     user: AbstractBaseUser | AnonymousUser,
@@ -33,13 +51,17 @@ def project_get_for_user(
     raise the same NotFound, so an outsider learns nothing about which slugs exist. A member
     without the needed role is told so.
     """
-    project = Project.objects.filter(slug=slug).first()
+    if not user.is_authenticated:
+        raise NotFound("Project not found.")
+    project = db.first(
+        Project, _GATE_SQL, {"slug": slug, "user": user.pk, "token": _token_pk(token)}
+    )
     if project is None:
         raise NotFound("Project not found.")
-    role = project_role(user=user, project=project)
+    role = Role.ADMIN if user.is_superuser else project.member_role
     if role is None:
         raise NotFound("Project not found.")
-    if token is not None and not token.projects.filter(pk=project.pk).exists():
+    if token is not None and not project.in_token_scope:
         raise NotFound("Project not found.")
     if role not in roles:
         raise Forbidden(f"This needs the {' or '.join(roles)} role in this project.")

@@ -6,6 +6,10 @@ on the newest row version it locks; SQLite runs every write transaction IMMEDIAT
 time), and unique constraints on (item, rater) for assignments and annotations make a second
 rating by the same rater impossible. `SELECT ... FOR UPDATE SKIP LOCKED` only spreads
 concurrent raters over different candidates so they do not queue on one row.
+
+`next` and submit run on every rating, so a few of their reads are plain SQL statements: the
+ORM spent more CPU building those queries than the database spent answering them (bench/queue
+prints the web CPU per request). The writes that carry the guarantees above stay in the ORM.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from labelling import db
 from labelling.errors import ApplicationError, InvalidInput, NotFound
 from labelling.models import (
     Annotation,
@@ -27,12 +32,11 @@ from labelling.models import (
     Item,
     ItemStatus,
     LabelSchema,
-    Membership,
     Project,
 )
 from labelling.schema import AnswerError, validate_answers
-from labelling.selectors.projects import schema_current
 from labelling.services.quality import item_quality_update, rater_standing_update
+from labelling.services.training import training_check_after_submit
 
 _rng = random.Random()  # noqa: S311 - which items are gold is not a secret from the server
 
@@ -76,44 +80,51 @@ def _queued_items():
 def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | None:
     """The rater's current lease in the project, or a new one on the best open item."""
     now = timezone.now()
-    current = (
-        Assignment.objects.select_related("item", "schema")
-        .filter(project=project, rater=rater, status=AssignmentStatus.ACTIVE)
-        .order_by("-id")
-        .first()
-    )
-    if current is not None and current.expires_at > now:
-        return Lease(assignment_heartbeat(assignment=current), resumed=True)
-    membership = Membership.objects.filter(project=project, user=rater).first()
-    if membership is not None and membership.paused_at is not None:
+    state = _rater_state(project, rater, now)
+    if state.current_id is not None:
+        held = Assignment.objects.select_related("item", "schema").get(pk=state.current_id)
+        if held.expires_at > now:
+            held.project = project
+            return Lease(assignment_heartbeat(assignment=held), resumed=True)
+    if state.pause_reason is not None:
         raise RaterPaused(
-            f"You are paused on this project: {membership.pause_reason} "
-            "A project admin can resume you."
+            f"You are paused on this project: {state.pause_reason} A project admin can resume you."
         )
-    assignments_expire(project=project, limit=EXPIRE_AT_LEASE)
-    schema = schema_current(project=project)
-    if schema is None:
+    if state.stale_leases:
+        assignments_expire(project=project, limit=EXPIRE_AT_LEASE)
+    if state.schema_key is None:
         raise NoSchema()
+    schema = _schema_version(state.schema_key)
     ttl = timedelta(seconds=project.lease_ttl_seconds)
     seen = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
     if project.gold_rate > 0 and _rng.random() < project.gold_rate:
         gold = _lease_gold(project, rater, schema, now + ttl, seen)
         if gold is not None:
             return Lease(gold, resumed=False)
+    skip_locked = connection.features.has_select_for_update_skip_locked
     while True:
         try:
             with transaction.atomic():
-                candidates = (
+                open_for_rater = (
                     _queued_items()
                     .filter(project=project)
                     .exclude(Exists(seen))
                     .order_by("-priority", "id")
                     .values_list("pk", flat=True)
                 )
-                if connection.features.has_select_for_update_skip_locked:
+                candidates = open_for_rater
+                if skip_locked:
                     candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+                elif connection.features.has_select_for_update:
+                    candidates = candidates.select_for_update(of=("self",))
                 picked = list(candidates[:CANDIDATES])
                 if not picked:
+                    if skip_locked and open_for_rater.exists():
+                        # Every open row is locked: by other raters' leases, or by a training
+                        # or clustering run rewriting the whole pool. Wait for the locks rather
+                        # than telling the rater that nothing is left.
+                        skip_locked = False
+                        continue
                     return None
                 for item_id in picked:
                     if _take_slot(item_id):
@@ -124,12 +135,71 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                             schema=schema,
                             expires_at=now + ttl,
                         )
+                        assignment.item = _row(Item, item_id)  # the rater is shown it next
                         return Lease(assignment, resumed=False)
         except IntegrityError:
             # The same rater got this item in a concurrent request (a second tab); the slot
             # taken above was rolled back with the rest. Look again.
             continue
         # Every candidate filled up between the SELECT and the UPDATE: look again.
+
+
+@dataclass(frozen=True)
+class _RaterState:
+    current_id: int | None  # the rater's newest active lease in the project
+    pause_reason: str | None  # set when the rater is paused here
+    schema_key: tuple | None  # (id, created_at) of the current schema version
+    stale_leases: bool  # active leases past their expiry in the project
+
+
+# What `next` must know before it picks, in one statement: the ORM would build and send five
+# queries, and building them cost more CPU than the database spent answering.
+_RATER_STATE_SQL = """
+SELECT
+    (SELECT id FROM labelling_assignment
+     WHERE project_id = %(project)s AND rater_id = %(rater)s AND status = 'active'
+     ORDER BY id DESC LIMIT 1),
+    (SELECT pause_reason FROM labelling_membership
+     WHERE project_id = %(project)s AND user_id = %(rater)s AND paused_at IS NOT NULL),
+    (SELECT id FROM labelling_labelschema
+     WHERE project_id = %(project)s ORDER BY version DESC LIMIT 1),
+    (SELECT created_at FROM labelling_labelschema
+     WHERE project_id = %(project)s ORDER BY version DESC LIMIT 1),
+    EXISTS (SELECT 1 FROM labelling_assignment
+            WHERE project_id = %(project)s AND status = 'active' AND expires_at < %(now)s)
+"""
+
+
+def _rater_state(project: Project, rater: AbstractBaseUser, now) -> _RaterState:
+    params = {
+        "project": project.pk,
+        "rater": rater.pk,
+        "now": connection.ops.adapt_datetimefield_value(now),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_RATER_STATE_SQL, params)
+        current_id, pause_reason, schema_id, schema_created, stale = cursor.fetchone()
+    return _RaterState(
+        current_id=current_id,
+        pause_reason=pause_reason,
+        schema_key=None if schema_id is None else (schema_id, schema_created),
+        stale_leases=bool(stale),
+    )
+
+
+_SCHEMA_VERSIONS: dict[tuple, LabelSchema] = {}
+
+
+def _schema_version(key: tuple) -> LabelSchema:
+    """A schema version by (id, created_at), kept per process: a published version never
+    changes, and a newer one has another id. created_at is in the key because SQLite can hand
+    a rolled-back id out again."""
+    schema = _SCHEMA_VERSIONS.get(key)
+    if schema is None:
+        if len(_SCHEMA_VERSIONS) > 256:
+            _SCHEMA_VERSIONS.clear()
+        schema = _SCHEMA_VERSIONS[key] = LabelSchema.objects.get(pk=key[0])
+    return schema
 
 
 def _lease_gold(project, rater, schema, expires_at, seen) -> Assignment | None:
@@ -237,14 +307,12 @@ def _submit(
     """The submit transaction; None when the lease was released instead (see above)."""
     with transaction.atomic():
         # Serialises concurrent submits of one lease; the loser finds the winner's annotation.
-        locked = (
-            Assignment.objects.select_for_update(of=("self",))
-            .select_related("item__project", "schema")
-            .filter(pk=assignment.pk)
-            .first()
-        )
+        locked = _row(Assignment, assignment.pk, lock=True)
         if locked is None:
             raise NotFound("Assignment not found.")
+        locked.item = _row(Item, locked.item_id)
+        locked.item.project = _row(Project, locked.item.project_id)
+        locked.schema = _row(LabelSchema, locked.schema_id)
         if locked.status == AssignmentStatus.SUBMITTED:
             existing = Annotation.objects.get(assignment=locked)
             if existing.idempotency_key == idempotency_key:
@@ -295,9 +363,28 @@ def _submit(
         )
         if item.gold is None:
             item_quality_update(item=item)
+            training_check_after_submit(project=item.project, annotation=annotation)
         else:
             rater_standing_update(project=locked.project, rater=locked.rater)
     return annotation, True
+
+
+# One row by id, for the submit path: the ORM spent more CPU building a joined select than the
+# database spent on four of these.
+_BY_ID_SQL = {
+    Assignment: "SELECT * FROM labelling_assignment WHERE id = %s",
+    Item: "SELECT * FROM labelling_item WHERE id = %s",
+    LabelSchema: "SELECT * FROM labelling_labelschema WHERE id = %s",
+    Project: "SELECT * FROM labelling_project WHERE id = %s",
+}
+assert all(sql.split()[3] == m._meta.db_table for m, sql in _BY_ID_SQL.items()), "a table moved"
+
+
+def _row(model, pk: int, *, lock: bool = False):
+    sql = _BY_ID_SQL[model]
+    if lock and connection.features.has_select_for_update:
+        sql += " FOR UPDATE"  # SQLite needs none: its write transactions run one at a time
+    return db.first(model, sql, [pk])
 
 
 def _validate(schema: LabelSchema, item: Item, answers: object) -> dict:

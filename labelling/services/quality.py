@@ -145,11 +145,14 @@ def item_quality_update(*, item: Item) -> Item:
     schema = annotations[-1].schema.parsed()
     turn_ids = [m["id"] for m in item.messages if m["role"] == "assistant"]
     turn_ids += [c["id"] for c in item.candidates or []]
-    reliability = dict(
+    # One read of the raters' memberships serves the vote weights and the approval rule.
+    members = list(
         Membership.objects.filter(
             project_id=item.project_id, user_id__in={a.rater_id for a in annotations}
-        ).values_list("user_id", "reliability")
+        ).values_list("user_id", "reliability", "paused_at")
     )
+    reliability = {user_id: estimates for user_id, estimates, _ in members}
+    paused = any(paused_at is not None for _, _, paused_at in members)
     consensus = item_consensus(
         schema=schema, annotations=annotations, turn_ids=turn_ids, reliability=reliability
     )
@@ -157,7 +160,7 @@ def item_quality_update(*, item: Item) -> Item:
     item.refresh_from_db(fields=["ratings", "target", "leases", "status"])
     status, target = item.status, item.target
     if item.ratings >= item.target and status not in (ItemStatus.APPROVED, ItemStatus.REJECTED):
-        status, target = _decide(item, agreement, {a.rater_id for a in annotations})
+        status, target = _decide(item, agreement, paused)
     Item.objects.filter(pk=item.pk).update(
         consensus=consensus,
         agreement=agreement,
@@ -169,18 +172,18 @@ def item_quality_update(*, item: Item) -> Item:
     return item
 
 
-def _decide(item: Item, agreement: float | None, rater_ids: set[int]) -> tuple[str, int]:
+def _decide(item: Item, agreement: float | None, paused: bool) -> tuple[str, int]:
+    """`paused`: one of the item's raters is paused, so their answer cannot approve it."""
     # Read the rules now, with the item row locked: a copy loaded before a concurrent change
     # of the overlap could re-open the item beyond the new ceiling.
-    project = Project.objects.get(pk=item.project_id)
-    paused = Membership.objects.filter(
-        project=project, user_id__in=rater_ids, paused_at__isnull=False
-    ).exists()
+    min_agreement, max_overlap = Project.objects.values_list(
+        "approval_min_agreement", "max_overlap"
+    ).get(pk=item.project_id)
     # With one rating per item there is nothing to agree on: the rater's standing decides.
-    agrees = agreement is None or agreement >= project.approval_min_agreement
+    agrees = agreement is None or agreement >= min_agreement
     if agrees and not paused:
         return ItemStatus.APPROVED, item.target
-    if item.target < project.max_overlap:
+    if item.target < max_overlap:
         return ItemStatus.IN_PROGRESS, item.target + 1  # one more rater
     return ItemStatus.NEEDS_REVIEW, item.target
 
