@@ -2,15 +2,17 @@
 
 Items are imported with the CLI, embedded by the worker, labelled over REST; a training run
 then reorders the queue. A worker child killed mid-run hands the run back, and the retried run
-finishes: exactly one succeeded run.
+finishes: exactly one succeeded run. Then labels alone start a run (training on submit).
 """
 
 from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 
 import psutil
+import psycopg
 import pytest
 import redis as redis_client
 
@@ -65,6 +67,29 @@ with transaction.atomic():
     print(training_run_request(project=Project.objects.get(slug="al")).pk)
 """
 
+LABELS_RUN = """
+from labelling.models import Project, TrainingRun
+from labelling.services.projects import project_update
+project = Project.objects.get(slug="al")
+if {k}:
+    project_update(project=project, retrain_every={k})
+run = TrainingRun.objects.filter(trigger="labels").order_by("-pk").first()
+print(run.status if run else "none")
+"""
+
+
+def last_run_status(database_url: str) -> str | None:
+    """The newest run's status, read straight from the database: a run over 20k items takes
+    a second or two, shorter than starting `manage.py shell` on a busy machine."""
+    query = "SELECT status FROM labelling_trainingrun ORDER BY id DESC LIMIT 1"
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=5) as conn:
+            row = conn.execute(query).fetchone()
+    else:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute(query).fetchone()
+    return row[0] if row else None
+
 
 def write_items(path, count: int) -> None:
     food = "pasta pizza tomato basil olive oil garlic"
@@ -76,7 +101,7 @@ def write_items(path, count: int) -> None:
 
 
 def test_a_worker_embeds_trains_reorders_and_survives_a_kill(tmp_path):
-    broker = redis_url().rsplit("/", 1)[0] + "/13"
+    broker = redis_url().rsplit("/", 1)[0] + "/9"  # this test's own db: it flushes it
     redis_client.Redis.from_url(broker).flushdb()
     with throwaway_database(tmp_path) as database_url:
         env = program_env(
@@ -104,8 +129,8 @@ def test_a_worker_embeds_trains_reorders_and_survives_a_kill(tmp_path):
             # A second run over new labels; kill the pool child that runs it.
             shell(LABEL.format(n=20), env=env)
             shell(START_RUN, env=env)
-            wait_until(lambda: json.loads(shell(RUNS, env=env))["runs"][-1] == "running",
-                       timeout=60, interval=0.05, what="the second run to start")  # fmt: skip
+            wait_until(lambda: last_run_status(database_url) == "running",
+                       timeout=60, interval=0.02, what="the second run to start")  # fmt: skip
             for child in psutil.Process(worker.pid).children(recursive=True):
                 child.send_signal(signal.SIGKILL)
             wait_until(
@@ -113,6 +138,13 @@ def test_a_worker_embeds_trains_reorders_and_survives_a_kill(tmp_path):
                 timeout=180,
                 what="the killed run to be retried and finish",
             )
+
+            # Training on submit: once retrain_every is set, labels alone start a run (the
+            # submit path asks the worker for a check every few annotations).
+            assert shell(LABELS_RUN.format(k=10), env=env) == "none"
+            shell(LABEL.format(n=20), env=env)
+            wait_until(lambda: shell(LABELS_RUN.format(k=0), env=env) == "succeeded",
+                       timeout=180, what="a run started by new labels")  # fmt: skip
         finally:
             worker.send_signal(signal.SIGTERM)
             output, _ = worker.communicate(timeout=60)

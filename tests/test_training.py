@@ -10,7 +10,14 @@ from labelling.services.assignments import annotation_submit, assignment_next
 from labelling.services.embeddings import items_embed
 from labelling.services.items import items_import
 from labelling.services.projects import membership_set, project_update, schema_publish
-from labelling.services.training import training_run_execute, training_run_request
+from labelling.services.quality import gold_set
+from labelling.services.training import (
+    CHECK_EVERY,
+    training_run_execute,
+    training_run_maybe,
+    training_run_request,
+)
+from labelling.tasks import ml_items_embed, ml_training_maybe
 from tests.conftest import chat, jsonl
 
 pytestmark = pytest.mark.django_db
@@ -150,3 +157,184 @@ def test_the_hybrid_strategy_spreads_the_queue_over_clusters(labelled):
     # Round-robin positions: distinct values in (0, 1], the first served at 1.0.
     assert max(priorities) <= 1.0 and min(priorities) > 0.0
     assert len(set(priorities)) > 40
+
+
+def _label(project, rater, n: int) -> None:
+    for _ in range(n):
+        lease = assignment_next(project=project, rater=rater)
+        topic = "food" if FOOD in lease.assignment.item.messages[1]["content"] else "code"
+        annotation_submit(
+            assignment=lease.assignment, answers={"topic": topic}, idempotency_key="k"
+        )
+
+
+def test_submits_ask_for_a_training_check_every_few_labels_after_commit(
+    project, owner, rater, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr("labelling.services.assignments._rng.random", lambda: 1.0)
+    checks = []
+    monkeypatch.setattr("labelling.tasks.ml_training_maybe.delay", checks.append)
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    project_update(project=project, overlap=1, retrain_every=20)
+    rows = [chat(f"i{n}", reply=(FOOD if n % 2 else CODE)) for n in range(4 * CHECK_EVERY)]
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        _label(project, rater, 4 * CHECK_EVERY)
+
+    # Any 4 * CHECK_EVERY consecutive annotation ids hold exactly four multiples of it.
+    assert checks == [project.pk] * 4
+    assert len(callbacks) == 4  # the other submits queue nothing at all
+
+
+def test_submits_ask_for_no_check_when_training_is_on_demand_only(
+    project, owner, rater, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr("labelling.services.assignments._rng.random", lambda: 1.0)
+    checks = []
+    monkeypatch.setattr("labelling.tasks.ml_training_maybe.delay", checks.append)
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    project_update(project=project, overlap=1, retrain_every=0)
+    rows = [chat(f"i{n}", reply=FOOD) for n in range(2 * CHECK_EVERY)]
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        _label(project, rater, 2 * CHECK_EVERY)
+
+    assert checks == []
+
+
+def test_the_check_queues_a_run_after_k_new_ratings_once_and_not_before(
+    labelled, rater, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr("labelling.tasks.ml_training_run.delay", queued.append)
+    assert training_run_maybe(project=labelled) is None  # 40 ratings < retrain_every (50)
+    project_update(project=labelled, retrain_every=30)
+
+    assert ml_training_maybe(labelled.pk) == "training queued for 1 project(s)"
+    first = TrainingRun.objects.get(project=labelled)
+    assert first.trigger == "labels" and first.status == RunStatus.QUEUED
+    # Debounced: while a run waits, further checks add nothing.
+    assert training_run_maybe(project=labelled) is None
+    training_run_execute(run_id=first.pk)
+    assert training_run_maybe(project=labelled) is None  # no new rating since
+
+    Item.objects.filter(project=labelled, ratings=0).update(target=1)
+    _label(labelled, rater, 29)
+    assert training_run_maybe(project=labelled) is None  # 29 < 30
+    _label(labelled, rater, 1)
+    second = training_run_maybe(project=labelled)
+    assert second is not None and second.pk != first.pk
+    assert TrainingRun.objects.filter(project=labelled).count() == 2
+
+
+def test_a_run_writes_predictions_except_on_the_control_slice(labelled):
+    run = training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    items = list(Item.objects.filter(project=labelled))
+    from labelling.learning.sampling import control_slice
+
+    ids = [i.pk for i in items]
+    control = dict(zip(ids, control_slice(ids, 0.2), strict=True))
+    right = 0
+    for item in items:
+        if control[item.pk]:
+            assert item.predictions == {}
+            continue
+        guess = item.predictions["topic"]
+        assert set(guess["probabilities"]) == {"food", "code"}
+        assert abs(sum(guess["probabilities"].values()) - 1.0) < 0.01
+        assert guess["value"] == max(guess["probabilities"], key=guess["probabilities"].get)
+        truth = "food" if FOOD in item.messages[1]["content"] else "code"
+        right += guess["value"] == truth
+    assert right >= 0.9 * sum(not c for c in control.values())
+
+
+def test_raters_see_suggestions_only_when_the_project_turns_them_on(api, owner, rater, labelled):
+    training_run_execute(run_id=training_run_request(project=labelled).pk)
+    next_url = f"/api/v1/projects/{labelled.slug}/next/"
+
+    off = api(rater).post(next_url)
+    assert off.status_code == 200 and "suggestions" not in off.json()
+    api(rater).post(f"/api/v1/assignments/{off.json()['assignment']['id']}/skip/")
+
+    patched = api(owner).patch(
+        f"/api/v1/projects/{labelled.slug}/", {"suggestions_enabled": True}, format="json"
+    )
+    assert patched.status_code == 200 and patched.json()["suggestions_enabled"] is True
+
+    # Serve next an unrated item outside the control slice (control items carry no guess).
+    target = Item.objects.filter(project=labelled, ratings=0).exclude(predictions={}).first()
+    Item.objects.filter(pk=target.pk).update(priority=10)
+    on = api(rater).post(next_url).json()
+    assert on["item"]["id"] == target.pk
+    assert on["suggestions"] == target.predictions
+    assert set(on["suggestions"]["topic"]) == {"value", "probabilities"}
+
+
+def test_gold_items_never_carry_suggestions(api, owner, rater, labelled, monkeypatch):
+    training_run_execute(run_id=training_run_request(project=labelled).pk)
+    gold = Item.objects.filter(project=labelled, ratings=0).exclude(predictions={}).first()
+    gold_set(item=gold, answers={"topic": "food"})
+    project_update(project=labelled, suggestions_enabled=True, gold_rate=0.5)
+    monkeypatch.setattr("labelling.services.assignments._rng.random", lambda: 0.0)
+
+    served = api(rater).post(f"/api/v1/projects/{labelled.slug}/next/").json()
+
+    assert served["item"]["id"] == gold.pk
+    assert "suggestions" not in served
+
+
+def test_before_any_model_the_first_items_served_span_the_clusters(project, owner, rater):
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    project_update(project=project, overlap=1, control_share=0.0, gold_rate=0)
+    topics = {
+        "food": (FOOD, 100),
+        "code": (CODE, 2),
+        "sport": ("football goal match referee stadium team league", 2),
+        "music": ("guitar melody chord piano concert rhythm song", 2),
+        "travel": ("airport passport luggage flight hotel beach visa", 2),
+        "garden": ("compost tulip seedling hedge shovel lawn mower", 2),
+    }
+    rows = [
+        chat(f"{name}{n}", user="tell me", reply=f"{text} {n}")
+        for name, (text, count) in topics.items()
+        for n in range(count)
+    ]
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    items_embed(project=project, encoder=HashingEncoder())
+
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+
+    assert run.status == RunStatus.SUCCEEDED and run.timings["order"] == "cold start"
+    served = []
+    for _ in range(22):  # the cold start's cluster count for 110 items
+        lease = assignment_next(project=project, rater=rater)
+        served.append(lease.assignment.item.external_id.rstrip("0123456789"))
+        annotation_submit(
+            assignment=lease.assignment, answers={"topic": "food"}, idempotency_key="k"
+        )
+    # In import order the food items would fill the first 22; at random, all five small
+    # topics (2 items each) would show up among them about once in 200 tries.
+    assert set(served) == set(topics), served
+
+
+def test_new_vectors_queue_a_run_that_places_the_new_items(
+    project, owner, monkeypatch, django_capture_on_commit_callbacks
+):
+    queued = []
+    monkeypatch.setattr("labelling.tasks.ml_training_run.delay", queued.append)
+    monkeypatch.setattr(
+        "labelling.services.embeddings.encoder_get", lambda name=None: HashingEncoder()
+    )
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    items_import(project=project, stream=jsonl(chat("a"), chat("b")), fmt="jsonl")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        ml_items_embed(project.pk)
+        ml_items_embed(project.pk)  # nothing new: no second run
+
+    assert [run.trigger for run in TrainingRun.objects.filter(project=project)] == ["embeddings"]
+    assert len(queued) == 1

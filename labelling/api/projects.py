@@ -24,7 +24,7 @@ class ProjectOutputSerializer(serializers.ModelSerializer):
             "slug", "name", "description", "guidelines", "overlap", "lease_ttl_seconds",
             "gold_rate", "gold_min_items", "gold_min_accuracy", "approval_min_agreement",
             "max_overlap", "embedding_text", "learning_strategy", "control_share", "retrain_every",
-            "item_count", "created_at", "updated_at",
+            "suggestions_enabled", "item_count", "created_at", "updated_at",
         ]  # fmt: skip
 
     def get_item_count(self, project: Project) -> int:
@@ -87,6 +87,7 @@ class ProjectDetailApi(APIView):
         )
         control_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
         retrain_every = serializers.IntegerField(min_value=0, max_value=100000, required=False)
+        suggestions_enabled = serializers.BooleanField(required=False)
 
     @extend_schema(responses=ProjectOutputSerializer)
     def get(self, request, slug: str):

@@ -58,6 +58,17 @@ def _fit_single(
     X: np.ndarray, y: np.ndarray, seed: int, C: float, calibrate: bool | None
 ) -> tuple[Any, bool]:
     """Fit one (possibly multi-class) estimator; calibrate when every class has enough rows."""
+    from threadpoolctl import threadpool_limits
+
+    # A few hundred rows fit in milliseconds on one BLAS thread; with two, OpenBLAS threads
+    # spin against each other on a busy machine and the same fit took 40x longer (measured).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_single_unlimited(X, y, seed, C, calibrate)
+
+
+def _fit_single_unlimited(
+    X: np.ndarray, y: np.ndarray, seed: int, C: float, calibrate: bool | None
+) -> tuple[Any, bool]:
     _, counts = np.unique(y, return_counts=True)
     enough = counts.min() >= MIN_PER_CLASS_TO_CALIBRATE
     if calibrate is None:
@@ -216,9 +227,9 @@ def macro_f1(y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndar
 
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
-    if y_true.ndim == 1:
-        y_true = y_true.astype(str) if y_true.dtype == object else y_true
-        y_pred = y_pred.astype(str) if y_pred.dtype == object else y_pred
+    if y_true.ndim == 1 and object in (y_true.dtype, y_pred.dtype):
+        # predict() returns objects: compare as text so ints (ratings) match ints.
+        y_true, y_pred = y_true.astype(str), y_pred.astype(str)
     return float(f1_score(y_true, y_pred, average="macro", zero_division=0))
 
 

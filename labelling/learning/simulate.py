@@ -71,14 +71,17 @@ def simulate(
     candidates: float = 3.0,
     density_weight: float = 1.0,
     random_share: float = 0.0,
+    cold_start: bool = True,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
     The test set is a group-wise split (the control slice's role). Model strategies start from
-    ``cold_start`` (k-means centres); "random" starts from a random batch. ``budget`` caps the
+    ``cold_start`` (k-means centres) unless ``cold_start`` is False; "random" starts from a
+    random batch. ``budget`` caps the
     labels (default: the whole pool); ``stop_share`` stops once F1 ≥ stop_share × full-data F1.
     Hybrid picks each batch from the ``candidates`` × batch most uncertain (density-weighted)
-    items, one per k-means cluster of those candidates, so a batch does not repeat itself.
+    items, one per k-means cluster of those candidates, so a batch does not repeat itself;
+    "diverse" does the same without the density weight.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -89,7 +92,7 @@ def simulate(
     budget = pool.size if budget is None else min(budget, pool.size)
     rng = np.random.default_rng(seed)
 
-    if strategy == "random":
+    if strategy == "random" or not cold_start:
         labelled = list(pool[rng.permutation(pool.size)[: min(start, budget)]])
     else:
         labelled = list(pool[sampling.cold_start(X[pool], min(start, budget), seed)])
@@ -120,9 +123,11 @@ def simulate(
             size -= explore
         if strategy == "random" or size <= 0:
             chosen = rest[rng.permutation(rest.size)[:size]]
-        elif strategy == "hybrid":
+        elif strategy in ("hybrid", "diverse"):
             probs = classifiers.predict_proba(model, X[rest])
-            scores = sampling.entropy(probs) * np.array([density_of[i] for i in rest.tolist()])
+            scores = sampling.entropy(probs)
+            if strategy == "hybrid":
+                scores = scores * np.array([density_of[i] for i in rest.tolist()])
             chosen = rest[sampling.hybrid_batch(scores, X[rest], size, candidates, seed)]
         else:
             scores = sampling.priorities(

@@ -41,6 +41,7 @@ PROJECT_SETTINGS = (
     "name", "description", "guidelines", "overlap", "lease_ttl_seconds", "gold_rate",
     "gold_min_items", "gold_min_accuracy", "approval_min_agreement", "max_overlap",
     "embedding_text", "learning_strategy", "control_share", "retrain_every",
+    "suggestions_enabled",
 )  # fmt: skip
 
 

@@ -156,3 +156,9 @@ def test_data_hash_is_stable_order_insensitive_and_label_sensitive():
     assert first == data_hash([2, 3, 1], [{"x": 1}, "yes", "no"])
     assert first != data_hash(ids, ["yes", "yes", {"x": 1}])
     assert len(first) == 64
+
+
+def test_macro_f1_compares_predicted_ratings_with_integer_labels():
+    # predict() returns an object array; integer truth must still match it.
+    predicted = np.array([1, 2, 3, 3], dtype=object)
+    assert classifiers.macro_f1(np.array([1, 2, 3, 3]), predicted) == pytest.approx(1.0)

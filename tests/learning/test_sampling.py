@@ -7,6 +7,7 @@ import pytest
 
 from labelling.learning.sampling import (
     cold_start,
+    cold_start_priorities,
     control_slice,
     density,
     diverse_batch,
@@ -168,3 +169,38 @@ def test_hybrid_batch_spreads_over_uncertain_regions_instead_of_near_duplicates(
     assert len(set(batch.tolist())) == 4
     assert set(truth[batch]) == {0, 1}  # only informative regions, but not one region only
     assert hybrid_batch(scores, X, 0).size == 0
+
+
+def test_the_cold_start_order_serves_one_central_item_per_cluster_first():
+    rng = np.random.default_rng(3)
+    sizes = [200, 5, 5, 5]
+    centres = rng.normal(size=(len(sizes), 32))
+    X = np.vstack(
+        [c + 0.05 * rng.normal(size=(n, 32)) for c, n in zip(centres, sizes, strict=True)]
+    )
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    clusters = kmeans_clusters(X, k=4, seed=0)
+
+    order = np.argsort(-cold_start_priorities(X, clusters, seed=0), kind="stable")
+
+    assert sorted(truth[order[:4]].tolist()) == [0, 1, 2, 3]  # one of each, the big one too
+    # Each cluster's first item is its most central one.
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    for index in order[:4]:
+        members = np.flatnonzero(clusters == clusters[index])
+        centre = U[members].mean(axis=0)
+        assert U[index] @ centre == pytest.approx((U[members] @ centre).max())
+
+
+def test_kmeans_on_a_big_pool_fits_a_sample_and_assigns_every_row():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 16))
+    truth = rng.integers(0, 4, 25_000)  # above KMEANS_FIT_SAMPLE: centres come from a sample
+    X = centres[truth] + 0.05 * rng.normal(size=(truth.size, 16))
+
+    clusters = kmeans_clusters(X, k=4, seed=0)
+
+    assert clusters.shape == truth.shape
+    # Each blob is exactly one cluster, the rows outside the sample included.
+    pairs = set(zip(truth.tolist(), clusters.tolist(), strict=True))
+    assert len(pairs) == 4 and len({c for _, c in pairs}) == 4

@@ -381,7 +381,22 @@
     if (slot.turn && q.scope === "assistant_turn" && state.assistantTurns.length > 1) {
       head.append(el("span", { class: "muted turn-ref", text: interpolate(gettext("reply %s"), [String(state.assistantTurns.indexOf(slot.turn) + 1)]) }));
     }
+    const hint = suggestionText(q, slot);
+    if (hint) head.append(el("span", { class: "muted small suggestion", text: hint }));
     return head;
+  }
+
+  // The model's guess, shown beside the title only when the project sends suggestions; it is
+  // never chosen for the rater, who still picks every answer.
+  function suggestionText(q, slot) {
+    const all = state.lease.suggestions;
+    const guess = !slot.turn && all && all[q.key];
+    if (!guess || guess.value === undefined || guess.value === null) return "";
+    const option = (q.options || []).find((o) => String(o.value) === String(guess.value));
+    const label = option ? option.label || String(option.value) : String(guess.value);
+    const p = guess.probabilities && guess.probabilities[String(guess.value)];
+    if (typeof p !== "number") return interpolate(gettext("Model suggests: %s"), [label]);
+    return interpolate(gettext("Model suggests: %(label)s (%(percent)s%)"), { label: label, percent: Math.round(p * 100) }, true);
   }
 
 
