@@ -42,5 +42,13 @@ bench-import: install
 bench-queue: install
 	$(PY) bench/queue/run.py
 
+.PHONY: bench-export
+bench-export: install
+	$(PY) bench/export/run.py
+
+.PHONY: bench-explorer
+bench-explorer: install
+	$(PY) bench/explorer/run.py
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

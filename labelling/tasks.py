@@ -57,6 +57,16 @@ def ml_items_embed(project_id: int) -> str:
     if project is None:
         return f"project {project_id} is gone"
     result = items_embed(project=project)
+    if result.embedded:
+        from labelling.services.training import training_after_embedding
+
+        # New vectors: a run places the new items (a diverse cold start before any model).
+        training_after_embedding(project=project)
+    if result.new:
+        from labelling.services.clustering import clustering_run_maybe
+
+        # Many new items (or a first batch) change the map: a clustering run redraws it.
+        clustering_run_maybe(project=project, new_items=result.new)
     return f"{project.slug}: embedded {result.embedded}, {result.unchanged} unchanged"
 
 
@@ -77,10 +87,46 @@ def ml_training_run(run_id: int) -> str:
 
 
 @shared_task(name="labelling.tasks.ml_training_maybe")
-def ml_training_maybe() -> str:
-    """Beat: queue a run for every project with `retrain_every` new ratings since its last."""
+def ml_training_maybe(project_id: int | None = None) -> str:
+    """Queue a run for a project (the submit path's check) or every project (beat's backstop)
+    with `retrain_every` new ratings since its last run."""
     from labelling.models import Project
     from labelling.services.training import training_run_maybe
 
-    queued = [p.slug for p in Project.objects.all() if training_run_maybe(project=p)]
+    projects = (
+        Project.objects.all() if project_id is None else Project.objects.filter(pk=project_id)
+    )
+    queued = [p.slug for p in projects if training_run_maybe(project=p)]
     return f"training queued for {len(queued)} project(s)"
+
+
+@shared_task(
+    name="labelling.tasks.snapshot_build",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def snapshot_build(snapshot_id: int) -> str:
+    """Freeze a queued snapshot (safe to deliver twice: the snapshot is claimed once)."""
+    from labelling.services.snapshots import snapshot_build as build
+
+    snapshot = build(snapshot_id=snapshot_id)
+    if snapshot is None:
+        return f"snapshot {snapshot_id} was already finished"
+    return f"snapshot {snapshot.pk} {snapshot.status}: {snapshot.item_count} item(s)"
+
+
+@shared_task(
+    name="labelling.tasks.ml_clustering_run",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def ml_clustering_run(run_id: int) -> str:
+    """Carry out a queued clustering run (safe to deliver twice: the run is claimed once)."""
+    from labelling.services.clustering import clustering_run_execute
+
+    run = clustering_run_execute(run_id=run_id)
+    if run is None:
+        return f"clustering run {run_id} was already finished"
+    return f"clustering run {run.pk} {run.status}: {run.note}"

@@ -27,12 +27,16 @@ from labelling.services.items import items_import
 
 
 class ItemOutputSerializer(serializers.ModelSerializer):
+    # Tag names; querysets serialised here prefetch "tags".
+    tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+
     class Meta:
         model = Item
         fields = [
             "id", "external_id", "messages", "candidates", "metadata", "source", "license",
             "consent", "language", "status", "gold", "consensus", "agreement", "ratings",
-            "target", "created_at", "updated_at",
+            "target", "created_at", "updated_at", "cluster", "tags", "hold", "duplicate_of",
+            "duplicate_similarity",
         ]  # fmt: skip
 
 
@@ -44,10 +48,26 @@ class ItemFilter(django_filters.FilterSet):
     external_id = django_filters.CharFilter()
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    # Explorer filters: a cluster id, a tag name, a hold (none, duplicate, excluded), content text.
+    cluster = django_filters.NumberFilter(field_name="cluster_id")
+    tag = django_filters.CharFilter(field_name="tags__name")
+    hold = django_filters.ChoiceFilter(
+        choices=[("none", "none"), ("duplicate", "duplicate"), ("excluded", "excluded")],
+        method="filter_hold",
+    )
+    search = django_filters.CharFilter(method="filter_search")
 
     class Meta:
         model = Item
         fields: list[str] = []
+
+    def filter_hold(self, queryset, name, value):
+        return queryset.filter(hold="" if value == "none" else value)
+
+    def filter_search(self, queryset, name, value):
+        from labelling.selectors.explorer import items_text_filter
+
+        return items_text_filter(items=queryset, text=value)
 
 
 class ItemCursorPagination(CursorPagination):
@@ -90,7 +110,8 @@ class ItemListImportApi(APIView):
     def get(self, request, slug: str):
         project = project_for_request(request, slug, STAFF_ROLES)
         reject_unknown_params(request, ["cursor", "page_size", *ItemFilter.base_filters])
-        filterset = ItemFilter(request.query_params, queryset=project.items.all())
+        items = project.items.prefetch_related("tags")
+        filterset = ItemFilter(request.query_params, queryset=items)
         if not filterset.is_valid():
             errors = [
                 {"field": name, "message": str(message)}

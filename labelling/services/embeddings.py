@@ -29,6 +29,8 @@ def encoder_get(name: str | None = None):
 class EmbedResult:
     embedded: int = 0
     unchanged: int = 0
+    new: int = 0  # items embedded for the first time by any encoder (newly imported)
+    duplicates: int = 0  # of those, held as near-duplicates
 
 
 def items_embed(
@@ -41,7 +43,8 @@ def items_embed(
     """Embed the project's items whose text (for this encoder) has no vector yet.
 
     Safe to run twice or concurrently: a vector is keyed by item and encoder and replaced only
-    when the item's text hash changed.
+    when the item's text hash changed. Afterwards the project's vector matrix file is rewritten
+    and newly imported items that nearly repeat another item are held (services/explorer.py).
     """
     from labelling.learning.encoders import to_bytes
     from labelling.learning.texts import item_text, text_hash
@@ -52,10 +55,11 @@ def items_embed(
         items = items.filter(pk__in=item_ids)
     result = EmbedResult()
     last = 0
+    new_ids: list[int] = []
     while True:
         chunk = list(items.filter(pk__gt=last).values_list("pk", "messages", "candidates")[:CHUNK])
         if not chunk:
-            return result
+            break
         last = chunk[-1][0]
         known = dict(
             Embedding.objects.filter(
@@ -71,6 +75,11 @@ def items_embed(
             else:
                 todo.append((pk, text, digest))
         if todo:
+            unseen = [pk for pk, _, _ in todo if pk not in known]
+            seen = set(
+                Embedding.objects.filter(item_id__in=unseen).values_list("item_id", flat=True)
+            )
+            new_ids.extend(pk for pk in unseen if pk not in seen)
             vectors = encoder.encode([text for _, text, _ in todo])
             now = timezone.now()
             Embedding.objects.bulk_create(
@@ -91,3 +100,11 @@ def items_embed(
             result.embedded += len(todo)
         if on_progress:
             on_progress(len(chunk))
+    result.new = len(new_ids)
+    if result.embedded:
+        from labelling.services.explorer import items_after_embed
+
+        result.duplicates = items_after_embed(
+            project=project, encoder_name=encoder.name, new_ids=new_ids
+        )
+    return result
