@@ -68,6 +68,8 @@ def test_make_run_steps_serve_the_demo_with_a_worker_and_stop_on_ctrl_c(tmp_path
     assert again.returncode == 0, again.stderr
     assert "252 item(s) added" in first.stdout
     assert "0 item(s) added, 252 already there" in again.stdout
+    assert "SIMULATED from the data sets' own labels" in first.stdout
+    assert "Example history: already there" in again.stdout
     credentials = json.loads((tmp_path / "demo_credentials.json").read_text())
     assert set(credentials) == {"admin", "rater1", "rater2", "rater3"}
     assert all(password in again.stdout for password in credentials.values())
@@ -104,7 +106,9 @@ def test_make_run_steps_serve_the_demo_with_a_worker_and_stop_on_ctrl_c(tmp_path
         assert len(children) >= 2
     finally:
         serve.send_signal(signal.SIGINT)
-        output, _ = serve.communicate(timeout=30)
+        # A warm shutdown lets the worker finish its task: embedding the demo (or training on
+        # its example history) takes tens of seconds on a busy 2-core machine.
+        output, _ = serve.communicate(timeout=90)
     assert serve.returncode == 0, output
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"still running after Ctrl-C: {alive}"

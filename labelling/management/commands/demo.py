@@ -1,11 +1,18 @@
-"""`manage.py demo`: an admin, three raters and two demo projects of real conversations.
+"""`manage.py demo`: an admin, three raters and three demo projects of real conversations.
 
 The review project asks three ratings per item (agreeing items are approved on their own,
 disagreements go to the admin's review queue) and holds gold items taken from the data sets'
-own human labels, so raters' gold accuracy shows on the dashboard.
+own human labels, so raters' gold accuracy shows on the dashboard. Its TruthfulQA questions
+are answered by three models each, so the explorer's model comparison has versions to compare;
+the model-duel project holds A/B pairs of two of those models' answers, made by the comparison.
+
+Unless --no-history is given, a fresh review project also gets an example history: the three
+raters rate a part of it through the real queue, with answers SIMULATED from the data sets' own
+labels (see labelling/demo_data/history.py), so the dataset, dashboard, explorer and learning
+report have something to show.
 
 Safe to run again: existing users keep their passwords (read back from var/), existing
-projects are kept, and the import skips items already present.
+projects are kept, the import skips items already present and the history is made only once.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from labelling.demo_data.history import demo_history_create
 from labelling.models import Project, Role
 from labelling.schema import template
 from labelling.selectors.projects import schema_current
+from labelling.services.comparison import comparison_pairs_generate
 from labelling.services.items import items_import
 from labelling.services.projects import (
     membership_set,
@@ -66,30 +75,74 @@ PROJECTS = [
         "file": "pairs.jsonl",
         "overlap": 1,
     },
+    {
+        "slug": "model-duel",
+        "name": "Model duel",
+        "description": "Gemma-2-27b-it against Llama-3-70B-Instruct on the same TruthfulQA "
+        "questions: which answer is better? Made by the explorer's model comparison.",
+        "template": "pairwise_preference",
+        # Pairs of the two models' answers to the prompts both answered in llm-review.
+        "pairs_of": ("llm-review", "model", "gemma-2-27b-it", "Meta-Llama-3-70B-Instruct"),
+        "overlap": 1,
+    },
 ]
 
 
 class Command(BaseCommand):
     help = "Create demo users and projects filled with real, licensed conversations."
 
-    def handle(self, *args, **options) -> None:
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--no-history",
+            action="store_true",
+            help="Leave the review project unrated (no simulated example history).",
+        )
+
+    def handle(self, *args, no_history: bool = False, **options) -> None:
         credentials = self._users()
         admin = get_user_model().objects.get(username="admin")
         for spec in PROJECTS:
             project = self._project(spec, admin)
-            with (DATA / spec["file"]).open("rb") as stream:
-                result = items_import(project=project, stream=stream, fmt="jsonl")
+            if "pairs_of" in spec:
+                source, by, a, b = spec["pairs_of"]
+                result = comparison_pairs_generate(project=Project.objects.get(slug=source),
+                                                   by=by, a=a, b=b, target=project)  # fmt: skip
+            else:
+                with (DATA / spec["file"]).open("rb") as stream:
+                    result = items_import(project=project, stream=stream, fmt="jsonl")
             if spec["template"] == "llm_response_review":
                 self._gold(project)
             self.stdout.write(
                 f"Project {project.slug}: {result.created} item(s) added, "
                 f"{result.skipped_existing} already there."
             )
+            if spec["template"] == "llm_response_review" and not no_history:
+                self._history(project)
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("Demo ready. Log in with:"))
         for username, password in credentials.items():
             self.stdout.write(f"  {username:8} {password}")
         self.stdout.write(f"(kept in {self._credentials_path()}, readable only by you)")
+
+    def _history(self, project: Project) -> None:
+        User = get_user_model()
+        raters = [User.objects.get(username=username) for username in RATERS]
+        history = demo_history_create(project=project, raters=raters)
+        if not history.created:
+            self.stdout.write(f"  Example history: {history.note}.")
+            return
+        self.stdout.write(
+            f"  Example history: {', '.join(RATERS)} rated {history.items} item(s) "
+            f"({history.annotations} ratings, plus {history.gold_answers} gold answers): "
+            f"{history.approved} approved, {history.needs_review} sent to review, "
+            f"{history.masked_items} approved with harmful text masked."
+        )
+        self.stdout.write(
+            self.style.WARNING(
+                "  These ratings are SIMULATED from the data sets' own labels, not made by "
+                "people. Run `manage.py demo --no-history` on a fresh database to skip them."
+            )
+        )
 
     def _gold(self, project: Project) -> None:
         """Gold from the data set's own labels, on a few TruthfulQA answers (once)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -64,12 +65,17 @@ class Command(BaseCommand):
         finally:
             for process in processes.values():
                 if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
+                    process.send_signal(signal.SIGTERM)  # warm: finish the running requests/tasks
             deadline = time.monotonic() + 15
             for process in processes.values():
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            # Whatever is left of each session (a task stuck past the grace period, a pool child
+            # orphaned by its parent) goes now. Tasks are acknowledged late, so an unfinished
+            # one is delivered again at the next start.
+            for process in processes.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         if exit_code:
             sys.exit(exit_code)
