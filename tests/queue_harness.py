@@ -100,7 +100,11 @@ class Client:
                 self.conn.request(method, path, body=payload, headers=headers)
                 response = self.conn.getresponse()
                 raw = response.read()
-                return response.status, json.loads(raw) if raw else None
+                try:
+                    return response.status, json.loads(raw) if raw else None
+                except ValueError:
+                    # An HTML error page (a 500): the status tells; keep the body for the report.
+                    return response.status, {"body": raw.decode(errors="replace")[:2000]}
             except (ConnectionError, http.client.HTTPException):
                 # A worker restart or keep-alive close: reconnect; the API is idempotent.
                 self.conn.close()
@@ -189,11 +193,11 @@ class RunLog:
     submit_ms: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def count(self, status: int, what: str) -> None:
+    def count(self, status: int, what: str, body: object = None) -> None:
         with self.lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if status >= 500:
-                self.server_errors.append(f"{status} on {what}")
+                self.server_errors.append(f"{status} on {what}: {body}")
 
 
 def answers_for(lease: dict) -> dict:
@@ -220,7 +224,7 @@ def rater_loop(
         started = time.perf_counter()
         status, lease = client.call("POST", f"/api/v1/projects/{server.slug}/next/")
         log.next_ms.append((time.perf_counter() - started) * 1000)
-        log.count(status, "next")
+        log.count(status, "next", lease)
         if status == 204:
             return
         if status != 200:
@@ -238,7 +242,7 @@ def rater_loop(
         started = time.perf_counter()
         status, annotation = client.call("POST", f"/api/v1/assignments/{assignment}/submit/", body)
         log.submit_ms.append((time.perf_counter() - started) * 1000)
-        log.count(status, "submit")
+        log.count(status, "submit", annotation)
         if status in (200, 201):
             with log.lock:
                 log.acknowledged[annotation["id"]] = body["answers"]

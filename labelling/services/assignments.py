@@ -112,12 +112,17 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                     .order_by("-priority", "id")
                     .values_list("pk", flat=True)
                 )
-                candidates = open_for_rater
                 if skip_locked:
-                    candidates = candidates.select_for_update(skip_locked=True, of=("self",))
+                    candidates = open_for_rater.select_for_update(skip_locked=True, of=("self",))
+                    picked = list(candidates[:CANDIDATES])
                 elif connection.features.has_select_for_update:
-                    candidates = candidates.select_for_update(of=("self",))
-                picked = list(candidates[:CANDIDATES])
+                    # Waiting for one row only: a transaction that holds no other lock while
+                    # it waits cannot be part of a deadlock (the lease sweep locks item rows
+                    # too).
+                    picked = list(open_for_rater.select_for_update(of=("self",))[:1])
+                    skip_locked = True  # next round, if this row filled up meanwhile
+                else:
+                    picked = list(open_for_rater[:CANDIDATES])
                 if not picked:
                     if skip_locked and open_for_rater.exists():
                         # Every open row is locked: by other raters' leases, or by a training
