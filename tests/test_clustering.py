@@ -357,3 +357,27 @@ def test_items_keep_their_hold_out_of_other_projects(project, other_project):
     items_embed(project=other_project, encoder=HashingEncoder())
 
     assert Item.objects.filter(hold=Hold.DUPLICATE).count() == 0  # each is first in its project
+
+
+def test_a_different_short_reply_to_a_long_shared_prompt_is_not_a_duplicate(project):
+    """The cosine of prompt+reply texts stays high when only a short reply differs; those are
+    different answers to judge, so the text check keeps them in the queue."""
+    prompt = " ".join(["A long story about two families who moved to the same street."] * 12)
+    items_import(project=project, stream=jsonl(
+        chat("american", user=prompt, reply="The American family"),
+    ), fmt="jsonl")  # fmt: skip
+    items_embed(project=project, encoder=HashingEncoder())
+    project.duplicate_threshold = 0.5  # the vectors alone would call them duplicates
+    project.save()
+    items_import(project=project, stream=jsonl(
+        chat("somali", user=prompt, reply="The Somali family"),
+        chat("american-again", user=prompt, reply="The  american family"),
+    ), fmt="jsonl")  # fmt: skip
+
+    result = items_embed(project=project, encoder=HashingEncoder())
+
+    assert result.duplicates == 1
+    assert project.items.get(external_id="somali").hold == Hold.NONE
+    again = project.items.get(external_id="american-again")
+    assert again.hold == Hold.DUPLICATE
+    assert again.duplicate_of.external_id == "american"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -213,3 +214,33 @@ def text_hash(text: str, model_name: str) -> str:
     digest.update(b"\0")
     digest.update(text.encode("utf-8"))
     return digest.hexdigest()
+
+
+# Two conversations are near-identical when every turn, compared in order, matches this well.
+TURN_MATCH = 0.9
+TURN_COMPARE_CHARS = 2000
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.casefold().split())[:TURN_COMPARE_CHARS]
+
+
+def conversations_near_identical(
+    a_turns: Sequence[Any], b_turns: Sequence[Any], *, min_ratio: float = TURN_MATCH
+) -> bool:
+    """Whether two conversations (messages then candidates) say nearly the same, turn by turn.
+
+    The check behind a vector near-duplicate: on a long shared prompt the cosine of two items
+    stays high even when their short replies differ ("The American family" against "The
+    Somali family"), and those are different things to judge.
+    """
+    if len(a_turns) != len(b_turns):
+        return False
+    for a, b in zip(a_turns, b_turns, strict=True):
+        x, y = _normalised(_content(a)), _normalised(_content(b))
+        if x == y:
+            continue
+        matcher = difflib.SequenceMatcher(None, x, y, autojunk=False)
+        if matcher.quick_ratio() < min_ratio or matcher.ratio() < min_ratio:
+            return False
+    return True

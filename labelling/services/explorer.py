@@ -66,6 +66,7 @@ def items_flag_duplicates(
         return int(old_ids[match]) if match < n_old else int(new_ids_sorted[match - n_old])
 
     found = {int(new_ids_sorted[i]): (id_of(j), sim) for i, j, sim in pairs}
+    found = _confirmed_by_text(found)
     held = 0
     keys = sorted(found)
     now = timezone.now()
@@ -92,6 +93,23 @@ def items_flag_duplicates(
                 updated_at=now,
             )
     return held
+
+
+def _confirmed_by_text(found: dict[int, tuple[int, float]]) -> dict[int, tuple[int, float]]:
+    """The vector matches whose conversations also read nearly the same, turn by turn."""
+    from labelling.learning.texts import conversations_near_identical
+
+    wanted = sorted(set(found) | {match for match, _ in found.values()})
+    turns = {}
+    for batch in _batches(wanted):
+        rows = Item.objects.filter(pk__in=batch).values_list("pk", "messages", "candidates")
+        for pk, messages, candidates in rows:
+            turns[pk] = list(messages or []) + list(candidates or [])
+    return {
+        pk: (match, similarity)
+        for pk, (match, similarity) in found.items()
+        if pk in turns and match in turns and conversations_near_identical(turns[pk], turns[match])
+    }
 
 
 def items_duplicates_release(

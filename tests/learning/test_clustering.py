@@ -166,3 +166,17 @@ def test_similar_returns_the_brute_force_nearest_rows_in_order():
     assert indices[0] == 17 and np.isclose(scores[0], 1.0)
     assert np.all(np.diff(scores) <= 0)
     assert len(clustering.similar(M, query, 1000)[0]) == 500
+
+
+def test_conversations_near_identical_compares_turn_by_turn():
+    from labelling.learning.texts import conversations_near_identical
+
+    prompt = {"role": "user", "content": "Who was it? " * 50}
+    same = [prompt, {"role": "assistant", "content": "The  American family."}]
+    assert conversations_near_identical(
+        same, [prompt, {"role": "assistant", "content": "the american family."}]
+    )
+    assert not conversations_near_identical(
+        same, [prompt, {"role": "assistant", "content": "The Somali family."}]
+    )
+    assert not conversations_near_identical(same, same[:1])
