@@ -38,9 +38,10 @@ class GoldApi(APIView):
     )
     def put(self, request, slug: str, item_id: int):
         project = project_for_request(request, slug, ADMIN_ONLY)
+        item = _item(project, item_id)  # another project's item: 404 before the body is read
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        item = gold_set(item=_item(project, item_id), answers=data.validated_data["answers"])
+        item = gold_set(item=item, answers=data.validated_data["answers"])
         return Response({"item_id": item.pk, "gold": item.gold})
 
     @extend_schema(request=None, responses={204: None})
@@ -100,10 +101,10 @@ class ReviewApi(APIView):
     )
     def post(self, request, slug: str, item_id: int):
         project = project_for_request(request, slug, STAFF_ROLES)
+        item = _item(project, item_id)  # another project's item: 404 before the body is read
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        review = item_review(item=_item(project, item_id), reviewer=request.user,
-                             **data.validated_data)  # fmt: skip
+        review = item_review(item=item, reviewer=request.user, **data.validated_data)
         item = Item.objects.get(pk=review.item_id)
         return Response(
             {"id": review.pk, "action": review.action, "status": item.status,
