@@ -336,6 +336,20 @@ class ApiToken(BaseModel):
         return f"{self.name} ({self.prefix}…)"
 
 
+class LoginFailures(models.Model):
+    """Failed sign-ins per account or client address in the current window (labelling/auth.py).
+
+    Counted with conditional UPDATEs, so concurrent attempts from many processes all count.
+    """
+
+    key = models.CharField(max_length=200, unique=True)  # "user:<name>" or "ip:<address>"
+    window_started_at = models.DateTimeField()
+    failures = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.failures}"
+
+
 class WorkerHeartbeat(models.Model):
     """Last time each background worker ran its heartbeat task, shown to admins."""
 
