@@ -35,6 +35,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import c_encode_basestring, c_make_encoder
 from typing import Any
 
 from labelling.selectors.dataset import DEFAULT_THRESHOLD, RECORD_FIELDS, RawJson
@@ -90,7 +91,7 @@ def export_stream(
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _encode(value)
 
 
 def _buffered(pieces: Iterable[str]) -> Iterator[bytes]:
@@ -106,20 +107,35 @@ def _buffered(pieces: Iterable[str]) -> Iterator[bytes]:
         yield "".join(buffer).encode()
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+if c_make_encoder is not None and c_encode_basestring is not None:
+    # json.dumps(value, ensure_ascii=False, separators=(",", ":")) without building an encoder
+    # per call: the same C encoder JSONEncoder.encode makes, made once. No circular check
+    # (records are decoded JSON, never circular), so no id bookkeeping either.
+    _c_encode = c_make_encoder(
+        None, _ENCODER.default, c_encode_basestring, None, ":", ",", False, False, True
+    )
+
+    def _encode(value: Any) -> str:
+        return "".join(_c_encode(value, 0))
+
+else:  # pragma: no cover - CPython always has the C accelerator
+    _encode = _ENCODER.encode
 
 
 def encode_record(record: dict) -> str:
     """A record as one line of JSON, RawJson values spliced in as they are."""
-    raw = [(key, value) for key, value in record.items() if type(value) is RawJson]
+    raw = [key for key, value in record.items() if type(value) is RawJson]
     if not raw:
         return _encode(record)
     # One encoder call for the whole record, each RawJson held by a marker no stored JSON
     # can contain (PostgreSQL refuses NUL in jsonb; SQLite's JSON is what Django wrote).
-    line = _encode({key: _MARKERS[key] if type(value) is RawJson else value
-                    for key, value in record.items()})  # fmt: skip
-    for key, value in raw:
-        line = line.replace(_MARKER_TEXT[key], value, 1)
+    marked = record.copy()
+    for key in raw:
+        marked[key] = _MARKERS[key]
+    line = _encode(marked)
+    for key in raw:
+        line = line.replace(_MARKER_TEXT[key], record[key], 1)
     return line
 
 
@@ -256,9 +272,16 @@ def _parquet(records: Iterator[dict], columns: Iterable[str] | None) -> Iterator
 
     batch: dict[str, list] = {name: [] for name in names}
     count = 0
+    # Cells of the other columns that are plain scalars are kept as they are (what
+    # _parquet_value would return) without a call per cell.
+    plain = frozenset({int, float, str, bool, type(None)})
+    special = frozenset({"created_at", "updated_at"})
     for row in rows:
         for name in names:
-            batch[name].append(_parquet_value(name, row.get(name)))
+            value = row.get(name)
+            if type(value) not in plain or name in special:
+                value = _parquet_value(name, value)
+            batch[name].append(value)
         count += 1
         if count >= PARQUET_ROWS:
             yield flush(batch)
