@@ -12,12 +12,13 @@ import logging
 import time
 
 import numpy as np
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from labelling.models import Cluster, ClusteringRun, Item, Project, RunStatus
 from labelling.selectors.explorer import vector_matrix_refresh
 from labelling.selectors.projects import schema_current
+from labelling.services.runs import run_execute, run_request
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +34,7 @@ def clustering_run_request(*, project: Project, trigger: str = "manual") -> Clus
     """Queue a run, or return the one already waiting or running for the project."""
     from labelling.tasks import ml_clustering_run as ml_clustering_run_task
 
-    try:
-        with transaction.atomic():
-            run = ClusteringRun.objects.create(project=project, trigger=trigger)
-    except IntegrityError:
-        # One open run per project (a constraint): concurrent triggers share it.
-        return ClusteringRun.objects.get(
-            project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
-        )
-    transaction.on_commit(lambda: ml_clustering_run_task.delay(run.pk))
-    return run
+    return run_request(ClusteringRun, project=project, trigger=trigger, task=ml_clustering_run_task)
 
 
 def clustering_run_maybe(*, project: Project, new_items: int) -> ClusteringRun | None:
@@ -59,22 +51,7 @@ def clustering_run_maybe(*, project: Project, new_items: int) -> ClusteringRun |
 
 def clustering_run_execute(*, run_id: int) -> ClusteringRun | None:
     """Claim and carry out a run; None when it is already finished (or gone)."""
-    claimed = ClusteringRun.objects.filter(
-        pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
-    ).update(status=RunStatus.RUNNING, started_at=timezone.now())
-    if claimed != 1:
-        return None
-    run = ClusteringRun.objects.select_related("project").get(pk=run_id)
-    try:
-        _cluster(run)
-    except Exception as exc:
-        log.exception("clustering run %s failed", run_id)
-        ClusteringRun.objects.filter(pk=run_id).update(
-            status=RunStatus.FAILED, note=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-        )  # fmt: skip
-    run.refresh_from_db()
-    return run
+    return run_execute(ClusteringRun, run_id=run_id, work=_cluster)
 
 
 def _cluster(run: ClusteringRun) -> None:

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from labelling.models import Annotation, Embedding, Item, Project, RunStatus, TrainingRun
 from labelling.selectors.embeddings import embedding_encoder_latest
 from labelling.selectors.projects import schema_current
+from labelling.services.runs import run_execute, run_request
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,7 @@ def training_run_request(*, project: Project, trigger: str = "manual") -> Traini
     """Queue a run, or return the one already waiting or running for the project."""
     from labelling.tasks import ml_training_run as ml_training_run_task
 
-    try:
-        with transaction.atomic():
-            run = TrainingRun.objects.create(project=project, trigger=trigger)
-    except IntegrityError:
-        # One open run per project (a constraint): concurrent triggers share it.
-        return TrainingRun.objects.get(
-            project=project, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
-        )
-    transaction.on_commit(lambda: ml_training_run_task.delay(run.pk))
-    return run
+    return run_request(TrainingRun, project=project, trigger=trigger, task=ml_training_run_task)
 
 
 def training_run_maybe(*, project: Project) -> TrainingRun | None:
@@ -90,22 +82,7 @@ def training_after_embedding(*, project: Project) -> TrainingRun | None:
 
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
     """Claim and carry out a run; None when it is already finished (or gone)."""
-    claimed = TrainingRun.objects.filter(
-        pk=run_id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
-    ).update(status=RunStatus.RUNNING, started_at=timezone.now())
-    if claimed != 1:
-        return None
-    run = TrainingRun.objects.select_related("project").get(pk=run_id)
-    try:
-        _train(run)
-    except Exception as exc:
-        log.exception("training run %s failed", run_id)
-        TrainingRun.objects.filter(pk=run_id).update(
-            status=RunStatus.FAILED, note=f"{type(exc).__name__}: {exc}",
-            finished_at=timezone.now(),
-        )  # fmt: skip
-    run.refresh_from_db()
-    return run
+    return run_execute(TrainingRun, run_id=run_id, work=_train)
 
 
 def _cluster_count(items: int) -> int:
