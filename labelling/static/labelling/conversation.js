@@ -395,5 +395,38 @@ window.annotatorConversation = (function () {
     });
   }
 
-  return { el, kbd, Markdown, isTyping, optionKeys };
+  // ---------------------------------------------------------------------------------------
+  // Translations (Django's JavaScript catalogue, when loaded) and the pages' status line.
+
+  const gettext = window.gettext || ((s) => s);
+  const ngettext = window.ngettext || ((s, p, n) => (n === 1 ? s : p));
+  const interpolate =
+    window.interpolate ||
+    ((fmt, obj, named) =>
+      named
+        ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
+        : fmt.replace(/%s/g, () => String(obj.shift())));
+
+  /** The page's #status line: a message that hides itself after `ms` unless sticky. */
+  function statusLine(ms) {
+    return {
+      timer: null,
+      show(text, kind, sticky) {
+        const node = document.getElementById("status");
+        node.textContent = text;
+        node.className = "status " + (kind || "info");
+        node.hidden = false;
+        window.clearTimeout(this.timer);
+        if (!sticky) this.timer = window.setTimeout(() => this.clear(), ms);
+      },
+      clear() {
+        window.clearTimeout(this.timer);
+        const node = document.getElementById("status");
+        node.hidden = true;
+        node.textContent = "";
+      },
+    };
+  }
+
+  return { el, kbd, Markdown, isTyping, optionKeys, gettext, ngettext, interpolate, statusLine };
 })();

@@ -7,16 +7,8 @@
 (function () {
   "use strict";
 
-  const gettext = window.gettext || ((s) => s);
-  const ngettext = window.ngettext || ((s, p, n) => (n === 1 ? s : p));
-  const interpolate =
-    window.interpolate ||
-    ((fmt, obj, named) =>
-      named
-        ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
-        : fmt.replace(/%s/g, () => String(obj.shift())));
-
-  const { el, Markdown, isTyping } = window.annotatorConversation;
+  const { gettext, ngettext, interpolate, el, Markdown, isTyping } =
+    window.annotatorConversation;
   const config = JSON.parse(document.getElementById("explorer-config").textContent);
   const $ = (id) => document.getElementById(id);
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -70,17 +62,7 @@
     return interpolate(gettext("The server answered %s."), [String(result.status)]);
   }
 
-  const status = {
-    timer: null,
-    show(text, kind) {
-      const node = $("status");
-      node.textContent = text;
-      node.className = "status " + (kind || "info");
-      node.hidden = false;
-      window.clearTimeout(this.timer);
-      this.timer = window.setTimeout(() => (node.hidden = true), 5000);
-    },
-  };
+  const status = window.annotatorConversation.statusLine(5000);
 
   // A list answer may be a plain array or a page ({results, next}).
   function rowsOf(data) {

@@ -8,14 +8,6 @@
 (function () {
   "use strict";
 
-  const gettext = window.gettext || ((s) => s);
-  const ngettext = window.ngettext || ((s, p, n) => (n === 1 ? s : p));
-  const interpolate =
-    window.interpolate ||
-    ((fmt, obj, named) =>
-      named
-        ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
-        : fmt.replace(/%s/g, () => String(obj.shift())));
 
   const config = JSON.parse(document.getElementById("rate-config").textContent);
   const guidelines = JSON.parse(document.getElementById("rate-guidelines").textContent);
@@ -30,7 +22,8 @@
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
 
   // DOM helpers and the Markdown renderer live in conversation.js, shared with the review page.
-  const { el, kbd, Markdown, isTyping, optionKeys } = window.annotatorConversation;
+  const { gettext, ngettext, interpolate, el, kbd, Markdown, isTyping, optionKeys } =
+    window.annotatorConversation;
 
   // ---------------------------------------------------------------------------------------
   // Small services: storage, ids, requests, status line.
@@ -105,22 +98,7 @@
   const sleep = (ms) => new Promise((resolve) => window.setTimeout(resolve, ms));
   const backoff = (attempt) => Math.min(30000, 1000 * 2 ** Math.min(attempt, 5));
 
-  const status = {
-    timer: null,
-    show(text, kind, sticky) {
-      const node = $("status");
-      node.textContent = text;
-      node.className = "status " + (kind || "info");
-      node.hidden = false;
-      window.clearTimeout(this.timer);
-      if (!sticky) this.timer = window.setTimeout(() => this.clear(), 4000);
-    },
-    clear() {
-      window.clearTimeout(this.timer);
-      $("status").hidden = true;
-      $("status").textContent = "";
-    },
-  };
+  const status = window.annotatorConversation.statusLine(4000);
 
   // ---------------------------------------------------------------------------------------
   // Page state.

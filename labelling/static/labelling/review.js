@@ -6,14 +6,8 @@
 (function () {
   "use strict";
 
-  const gettext = window.gettext || ((s) => s);
-  const interpolate =
-    window.interpolate ||
-    ((fmt, obj, named) =>
-      named
-        ? fmt.replace(/%\(\w+\)s/g, (m) => String(obj[m.slice(2, -2)]))
-        : fmt.replace(/%s/g, () => String(obj.shift())));
-  const { el, kbd, Markdown, isTyping, optionKeys } = window.annotatorConversation;
+  const { gettext, interpolate, el, kbd, Markdown, isTyping, optionKeys } =
+    window.annotatorConversation;
   const $ = (id) => document.getElementById(id);
   const config = JSON.parse($("review-config").textContent);
   const LANG_RE = /^[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*$/;
@@ -30,17 +24,7 @@
   let active = 0;
   let answers = {};
 
-  const status = {
-    timer: null,
-    show(text, kind) {
-      const node = $("status");
-      node.textContent = text;
-      node.className = "status " + (kind || "info");
-      node.hidden = false;
-      window.clearTimeout(this.timer);
-      this.timer = window.setTimeout(() => (node.hidden = true), 5000);
-    },
-  };
+  const status = window.annotatorConversation.statusLine(5000);
 
   function roleLabel(role) {
     return { user: gettext("User"), assistant: gettext("Assistant"), system: gettext("System"), tool: gettext("Tool") }[role] || role;
