@@ -19,11 +19,13 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 User = get_user_model()
 
-# Every API request passes here. Two plain statements cost a fraction of the CPU the ORM spent
-# building one select_related query for the same rows.
-_KEY_LOOKUP_SQL = "SELECT * FROM labelling_apitoken WHERE key_hash = %s AND revoked_at IS NULL"
-_USER_SQL = "SELECT * FROM auth_user WHERE id = %s"
-assert User._meta.db_table == "auth_user", "a custom user model: update _USER_SQL"
+# Every API request passes here: the token and its user in one plain statement, a fraction of
+# the CPU the ORM spent building a select_related query for the same rows.
+_KEY_LOOKUP_SQL = f"""
+SELECT {db.columns(ApiToken, "t")}, {db.columns(User, "u")}
+FROM labelling_apitoken t JOIN {User._meta.db_table} u ON u.id = t.user_id
+WHERE t.key_hash = %s AND t.revoked_at IS NULL
+"""  # noqa: S608 - table and column names come from the models; the hash is a parameter
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
@@ -39,10 +41,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             key = header[1].decode()
         except UnicodeDecodeError:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
-        token = db.first(ApiToken, _KEY_LOOKUP_SQL, [token_hash(key)])
-        user = None if token is None else db.first(User, _USER_SQL, [token.user_id])
-        if user is None or not user.is_active:
+        found = db.first_row(_KEY_LOOKUP_SQL, [token_hash(key)], ApiToken, User)
+        if found is None or not found[1].is_active:
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        token, user = found
         token.user = user
         now = timezone.now()
         if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:

@@ -16,12 +16,12 @@ from labelling.models import ApiToken, Assignment, Item, Project
 
 # Written out for the same reason as the project gate's (selectors/projects.py): every submit,
 # skip and heartbeat passes here.
-_ASSIGNMENT_GATE_SQL = """
-SELECT a.*,
+_ASSIGNMENT_GATE_SQL = f"""
+SELECT {db.columns(Assignment, "a")},
     EXISTS (SELECT 1 FROM labelling_apitoken_projects s
             WHERE s.project_id = a.project_id AND s.apitoken_id = %(token)s) AS in_token_scope
 FROM labelling_assignment a WHERE a.id = %(id)s AND a.rater_id = %(rater)s
-"""
+"""  # noqa: S608 - the column list comes from the model; values are parameters
 
 
 def assignment_get_for_user(
@@ -30,7 +30,7 @@ def assignment_get_for_user(
     """The caller's own assignment; anyone else's, or a missing one, is the same NotFound."""
     # The services that take it load what they need under their own locks.
     params = {"id": assignment_id, "rater": user.pk, "token": token.pk if token else 0}
-    found = db.first(Assignment, _ASSIGNMENT_GATE_SQL, params)
+    found = db.first(Assignment, _ASSIGNMENT_GATE_SQL, params, extras=["in_token_scope"])
     if found is None or (token is not None and not found.in_token_scope):
         raise NotFound("Assignment not found.")
     return found

@@ -96,35 +96,27 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
         raise NoSchema()
     schema = _schema_version(state.schema_key)
     ttl = timedelta(seconds=project.lease_ttl_seconds)
-    seen = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
     if project.gold_rate > 0 and _rng.random() < project.gold_rate:
-        gold = _lease_gold(project, rater, schema, now + ttl, seen)
+        gold = _lease_gold(project, rater, schema, now + ttl)
         if gold is not None:
             return Lease(gold, resumed=False)
     skip_locked = connection.features.has_select_for_update_skip_locked
+    params = {"project": project.pk, "rater": rater.pk}
     while True:
         try:
             with transaction.atomic():
-                open_for_rater = (
-                    _queued_items()
-                    .filter(project=project)
-                    .exclude(Exists(seen))
-                    .order_by("-priority", "id")
-                    .values_list("pk", flat=True)
-                )
                 if skip_locked:
-                    candidates = open_for_rater.select_for_update(skip_locked=True, of=("self",))
-                    picked = list(candidates[:CANDIDATES])
+                    picked = _candidates(params, CANDIDATES, " FOR UPDATE OF i SKIP LOCKED")
                 elif connection.features.has_select_for_update:
                     # Waiting for one row only: a transaction that holds no other lock while
                     # it waits cannot be part of a deadlock (the lease sweep locks item rows
                     # too).
-                    picked = list(open_for_rater.select_for_update(of=("self",))[:1])
+                    picked = _candidates(params, 1, " FOR UPDATE OF i")
                     skip_locked = True  # next round, if this row filled up meanwhile
                 else:
-                    picked = list(open_for_rater[:CANDIDATES])
+                    picked = _candidates(params, CANDIDATES, "")
                 if not picked:
-                    if skip_locked and open_for_rater.exists():
+                    if skip_locked and _candidates(params, 1, ""):
                         # Every open row is locked: by other raters' leases, or by a training
                         # or clustering run rewriting the whole pool. Wait for the locks rather
                         # than telling the rater that nothing is left.
@@ -140,13 +132,34 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                             schema=schema,
                             expires_at=now + ttl,
                         )
-                        assignment.item = _row(Item, item_id)  # the rater is shown it next
+                        # The rater is shown it next.
+                        assignment.item = db.first(Item, _ITEM_SQL, [item_id])
                         return Lease(assignment, resumed=False)
         except IntegrityError:
             # The same rater got this item in a concurrent request (a second tab); the slot
             # taken above was rolled back with the rest. Look again.
             continue
         # Every candidate filled up between the SELECT and the UPDATE: look again.
+
+
+# The rater's best open items: the queue's order, spelled as the item_queue_open index's
+# condition so the planner walks that index. Written out because the ORM spent more CPU
+# building this statement than the database spent answering it.
+_CANDIDATES_SQL = """
+SELECT i.id FROM labelling_item i
+WHERE i.gold IS NULL AND i.ratings < (i.target - i.leases) AND i.hold = ''
+  AND i.project_id = %(project)s
+  AND NOT EXISTS (SELECT 1 FROM labelling_assignment a
+                  WHERE a.item_id = i.id AND a.rater_id = %(rater)s)
+ORDER BY i.priority DESC, i.id ASC
+LIMIT %(limit)s
+"""
+
+
+def _candidates(params: dict, limit: int, locking: str) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_CANDIDATES_SQL + locking, {**params, "limit": limit})
+        return [row[0] for row in cursor.fetchall()]
 
 
 @dataclass(frozen=True)
@@ -207,9 +220,10 @@ def _schema_version(key: tuple) -> LabelSchema:
     return schema
 
 
-def _lease_gold(project, rater, schema, expires_at, seen) -> Assignment | None:
+def _lease_gold(project, rater, schema, expires_at) -> Assignment | None:
     """A gold item this rater has not seen. Gold items are rated by everyone, so they take no
     slot: their lease is counted but not capped."""
+    seen = Assignment.objects.filter(item=OuterRef("pk"), rater=rater)
     gold = (
         Item.objects.filter(project=project, gold__isnull=False)
         .exclude(Exists(seen))
@@ -312,12 +326,11 @@ def _submit(
     """The submit transaction; None when the lease was released instead (see above)."""
     with transaction.atomic():
         # Serialises concurrent submits of one lease; the loser finds the winner's annotation.
-        locked = _row(Assignment, assignment.pk, lock=True)
+        locked = db.first(Assignment, _SUBMIT_LEASE_SQL + _for_update("a"), [assignment.pk],
+                          extras=["schema_created_at"])  # fmt: skip
         if locked is None:
             raise NotFound("Assignment not found.")
-        locked.item = _row(Item, locked.item_id)
-        locked.item.project = _row(Project, locked.item.project_id)
-        locked.schema = _row(LabelSchema, locked.schema_id)
+        locked.schema = _schema_version((locked.schema_id, locked.schema_created_at))
         if locked.status == AssignmentStatus.SUBMITTED:
             existing = Annotation.objects.get(assignment=locked)
             if existing.idempotency_key == idempotency_key:
@@ -325,7 +338,12 @@ def _submit(
             raise AssignmentClosed("This lease already has an answer.")
         if locked.status in (AssignmentStatus.SKIPPED, AssignmentStatus.RELEASED):
             raise AssignmentClosed(f"This lease was {locked.status}; ask for the next item.")
-        item = locked.item
+        # The item row stays locked from here to the commit (the UPDATEs below would lock it
+        # anyway), so its counters as read are current; the project's rules are read after the
+        # lock, so a concurrent change of the overlap is seen (see quality._decide). Locks are
+        # taken assignment first, then item, as everywhere else.
+        item = locked.item = db.first(Item, _ITEM_SQL + _for_update(), [locked.item_id])
+        item.project = db.first(Project, _PROJECT_SQL, [item.project_id])
         cleaned = _validate(locked.schema, item, answers)
         now = timezone.now()
         if item.gold is not None:
@@ -344,6 +362,7 @@ def _submit(
                 # Release the slot and commit that, then refuse the answer.
                 _finish(locked.pk, AssignmentStatus.RELEASED)
                 return None
+            item.ratings, item.leases = item.ratings + 1, item.leases - 1
         else:
             # Expired but nobody has taken the slot: accept the late answer if it still fits.
             counted = (
@@ -351,6 +370,7 @@ def _submit(
             )
             if counted != 1:
                 raise AssignmentClosed("This lease expired and the item went to someone else.")
+            item.ratings += 1
         Assignment.objects.filter(pk=locked.pk).update(
             status=AssignmentStatus.SUBMITTED, finished_at=now, updated_at=now
         )
@@ -367,29 +387,29 @@ def _submit(
             idempotency_key=idempotency_key,
         )
         if item.gold is None:
-            item_quality_update(item=item)
+            item_quality_update(item=item, schema=locked.schema)
             training_check_after_submit(project=item.project, annotation=annotation)
         else:
-            rater_standing_update(project=locked.project, rater=locked.rater)
+            rater_standing_update(project=item.project, rater=locked.rater)
     return annotation, True
 
 
-# One row by id, for the submit path: the ORM spent more CPU building a joined select than the
-# database spent on four of these.
-_BY_ID_SQL = {
-    Assignment: "SELECT * FROM labelling_assignment WHERE id = %s",
-    Item: "SELECT * FROM labelling_item WHERE id = %s",
-    LabelSchema: "SELECT * FROM labelling_labelschema WHERE id = %s",
-    Project: "SELECT * FROM labelling_project WHERE id = %s",
-}
-assert all(sql.split()[3] == m._meta.db_table for m, sql in _BY_ID_SQL.items()), "a table moved"
+# The submit path's reads, by id: the ORM spent more CPU building these than the database spent
+# answering them. The lease comes with its schema version's key (see _schema_version).
+_SUBMIT_LEASE_SQL = f"""
+SELECT {db.columns(Assignment, "a")}, s.created_at
+FROM labelling_assignment a JOIN labelling_labelschema s ON s.id = a.schema_id WHERE a.id = %s
+"""  # noqa: S608 - the column list comes from the model; values are parameters
+_ITEM_SQL = f"SELECT {db.columns(Item)} FROM labelling_item WHERE id = %s"  # noqa: S608
+_PROJECT_SQL = f"SELECT {db.columns(Project)} FROM labelling_project WHERE id = %s"  # noqa: S608
 
 
-def _row(model, pk: int, *, lock: bool = False):
-    sql = _BY_ID_SQL[model]
-    if lock and connection.features.has_select_for_update:
-        sql += " FOR UPDATE"  # SQLite needs none: its write transactions run one at a time
-    return db.first(model, sql, [pk])
+def _for_update(of: str = "") -> str:
+    """Row locks for the statement's rows (only table `of`'s in a join); SQLite needs none, its
+    write transactions run one at a time."""
+    if not connection.features.has_select_for_update:
+        return ""
+    return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
 
 
 def _validate(schema: LabelSchema, item: Item, answers: object) -> dict:

@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from labelling import db
 from labelling.errors import InvalidInput
 from labelling.learning.agreement import item_agreement, jaccard_distance, span_distance
 from labelling.learning.consensus import (
@@ -24,6 +25,7 @@ from labelling.models import (
     Annotation,
     Item,
     ItemStatus,
+    LabelSchema,
     Membership,
     Project,
     ReviewAction,
@@ -134,15 +136,16 @@ def _item_agreement(consensus: dict) -> float | None:
     return min(values) if values else None
 
 
-def item_quality_update(*, item: Item) -> Item:
+def item_quality_update(*, item: Item, schema: LabelSchema) -> Item:
     """Recompute the item's consensus and, once it has its ratings, decide its status.
 
-    Runs inside the submit transaction, with the item row locked by the submit's UPDATE.
+    Runs inside the submit transaction, which holds the item row locked: `item` (its counters
+    already counting this submit) and `item.project` were read under that lock. `schema` is
+    the version of the newest annotation, the one being submitted.
     """
-    annotations = list(item.annotations.select_related("schema").order_by("pk"))
+    annotations = db.instances(Annotation, _ITEM_ANNOTATIONS_SQL, [item.pk])
     if not annotations:
         return item
-    schema = annotations[-1].schema.parsed()
     turn_ids = [m["id"] for m in item.messages if m["role"] == "assistant"]
     turn_ids += [c["id"] for c in item.candidates or []]
     # One read of the raters' memberships serves the vote weights and the approval rule.
@@ -154,10 +157,9 @@ def item_quality_update(*, item: Item) -> Item:
     reliability = {user_id: estimates for user_id, estimates, _ in members}
     paused = any(paused_at is not None for _, _, paused_at in members)
     consensus = item_consensus(
-        schema=schema, annotations=annotations, turn_ids=turn_ids, reliability=reliability
+        schema=schema.parsed(), annotations=annotations, turn_ids=turn_ids, reliability=reliability
     )
     agreement = _item_agreement(consensus)
-    item.refresh_from_db(fields=["ratings", "target", "leases", "status"])
     status, target = item.status, item.target
     if item.ratings >= item.target and status not in (ItemStatus.APPROVED, ItemStatus.REJECTED):
         status, target = _decide(item, agreement, paused)
@@ -172,13 +174,18 @@ def item_quality_update(*, item: Item) -> Item:
     return item
 
 
+_ITEM_ANNOTATIONS_SQL = f"""
+SELECT {db.columns(Annotation)} FROM labelling_annotation WHERE item_id = %s ORDER BY id
+"""  # noqa: S608 - the column list comes from the model; values are parameters
+
+
 def _decide(item: Item, agreement: float | None, paused: bool) -> tuple[str, int]:
-    """`paused`: one of the item's raters is paused, so their answer cannot approve it."""
-    # Read the rules now, with the item row locked: a copy loaded before a concurrent change
-    # of the overlap could re-open the item beyond the new ceiling.
-    min_agreement, max_overlap = Project.objects.values_list(
-        "approval_min_agreement", "max_overlap"
-    ).get(pk=item.project_id)
+    """`paused`: one of the item's raters is paused, so their answer cannot approve it.
+
+    The rules come from `item.project` as read with the item row locked: a copy loaded before
+    a concurrent change of the overlap could re-open the item beyond the new ceiling.
+    """
+    min_agreement, max_overlap = item.project.approval_min_agreement, item.project.max_overlap
     # With one rating per item there is nothing to agree on: the rater's standing decides.
     agrees = agreement is None or agreement >= min_agreement
     if agrees and not paused:
