@@ -7,9 +7,9 @@ time), and unique constraints on (item, rater) for assignments and annotations m
 rating by the same rater impossible. `SELECT ... FOR UPDATE SKIP LOCKED` only spreads
 concurrent raters over different candidates so they do not queue on one row.
 
-`next` and submit run on every rating, so a few of their reads are plain SQL statements: the
-ORM spent more CPU building those queries than the database spent answering them (bench/queue
-prints the web CPU per request). The writes that carry the guarantees above stay in the ORM.
+`next` and submit run on every rating, so their reads and the UPDATE that admits a lease are
+fixed statements (values always as parameters): the ORM spent more CPU building those queries
+than the database spent answering them (bench/queue prints the web CPU per request).
 """
 
 from __future__ import annotations
@@ -71,10 +71,10 @@ def _open_items():
     return Item.objects.filter(ratings__lt=F("target") - F("leases"), gold__isnull=True)
 
 
-def _queued_items():
-    # Spelled like the item_queue_open index's condition, so the planner can use it. Held items
-    # (near-duplicates, excluded) take no new leases; their live leases may still be submitted.
-    return _open_items().filter(hold="")
+# An item open to a new lease, as the item_queue_open index's condition, so the planner can use
+# the index. Held items (near-duplicates, excluded) take no new leases; their live leases may
+# still be submitted.
+_QUEUED = "i.gold IS NULL AND i.ratings < (i.target - i.leases) AND i.hold = ''"
 
 
 def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | None:
@@ -142,18 +142,21 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
         # Every candidate filled up between the SELECT and the UPDATE: look again.
 
 
-# The rater's best open items: the queue's order, spelled as the item_queue_open index's
-# condition so the planner walks that index. Written out because the ORM spent more CPU
-# building this statement than the database spent answering it.
-_CANDIDATES_SQL = """
+# The rater's best open items in the queue's order, and the conditional UPDATE that admits a
+# lease: it refuses one beyond the target. Both run on every `next`; written out because the
+# ORM spent more CPU building them than the database spent answering.
+_CANDIDATES_SQL = f"""
 SELECT i.id FROM labelling_item i
-WHERE i.gold IS NULL AND i.ratings < (i.target - i.leases) AND i.hold = ''
-  AND i.project_id = %(project)s
+WHERE {_QUEUED} AND i.project_id = %(project)s
   AND NOT EXISTS (SELECT 1 FROM labelling_assignment a
                   WHERE a.item_id = i.id AND a.rater_id = %(rater)s)
 ORDER BY i.priority DESC, i.id ASC
 LIMIT %(limit)s
-"""
+"""  # noqa: S608 - a constant condition; values are parameters
+_TAKE_SLOT_SQL = f"""
+UPDATE labelling_item AS i SET leases = leases + 1, status = %(status)s, updated_at = %(now)s
+WHERE i.id = %(item)s AND {_QUEUED}
+"""  # noqa: S608 - a constant condition; values are parameters
 
 
 def _candidates(params: dict, limit: int, locking: str) -> list[int]:
@@ -244,12 +247,14 @@ def _lease_gold(project, rater, schema, expires_at) -> Assignment | None:
 
 
 def _take_slot(item_id: int) -> bool:
-    # The conditional UPDATE is what admits a lease: it refuses one beyond the target.
-    return (
-        _queued_items()
-        .filter(pk=item_id)
-        .update(leases=F("leases") + 1, status=ItemStatus.IN_PROGRESS, updated_at=timezone.now())
-    ) == 1
+    params = {
+        "item": item_id,
+        "status": ItemStatus.IN_PROGRESS,
+        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_TAKE_SLOT_SQL, params)
+        return cursor.rowcount == 1
 
 
 def assignment_heartbeat(*, assignment: Assignment) -> Assignment:
