@@ -314,6 +314,17 @@ else:
         "store_processed": False,
     }
 
+# Cache: per-token request counts and the queue's shared progress figures. A Redis URL makes them
+# one count for every web process (production); otherwise each process keeps its own.
+CACHE_URL = env_str("CACHE_URL")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # Logging ----------------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -103,3 +103,42 @@ def test_redis_url_switches_celery_to_redis_and_its_absence_to_the_filesystem(tm
 
     assert embedded.stdout.strip() == "filesystem://"
     assert redis.stdout.strip() == "redis://127.0.0.1:6379/3"
+
+
+THROTTLE_CALLS = (
+    "import sys, types, django; django.setup()\n"
+    "from labelling.api.throttles import TokenRateThrottle\n"
+    "from labelling.models import ApiToken\n"
+    "request = types.SimpleNamespace(auth=ApiToken(pk=int(sys.argv[1])))\n"
+    "print(' '.join(str(TokenRateThrottle().allow_request(request, None)) for _ in range(2)))\n"
+)
+
+
+def test_cache_url_makes_one_token_count_for_every_process(tmp_path):
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.support import redis_url
+
+    shared = urlunsplit(urlsplit(redis_url())._replace(path="/14"))
+    token = str(secrets.randbelow(10**12) + 10**6)  # a fresh count in a shared cache
+
+    def two_calls(**env: str) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", THROTTLE_CALLS, token],
+            cwd=ROOT,
+            env=program_env(tmp_path, ANNOTATOR_TOKEN_RATE="3/day", **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.split("\n")[-2]
+
+    # Two web processes, four requests with one token, three allowed a day (a window that does
+    # not turn over during the test).
+    assert [two_calls(CACHE_URL=shared), two_calls(CACHE_URL=shared)] == [
+        "True True",
+        "True False",
+    ]
+    # Without a shared cache each process counts alone.
+    assert [two_calls(), two_calls()] == ["True True", "True True"]
