@@ -491,67 +491,57 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", _("Failed")
 
 
-class TrainingRun(BaseModel):
-    """One training of a classifier per question, and the queue order it wrote."""
+class Run(BaseModel):
+    """A piece of work a worker carries out for a project: claimed once (queued -> running), then
+    finished with a status, a note and the time each step took. See services/runs.py."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    trigger = models.CharField(max_length=16, default="manual")  # manual, labels, beat
-    data_hash = models.CharField(max_length=64, blank=True)
-    labels = models.PositiveIntegerField(default=0)
-    metrics = models.JSONField(default=dict, blank=True)
+    trigger = models.CharField(max_length=16, default="manual")
     timings = models.JSONField(default=dict, blank=True)
     note = models.TextField(blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(status__in=RunStatus.values), name="trainingrun_status_valid"
+                condition=Q(status__in=RunStatus.values), name="%(class)s_status_valid"
             ),
-            # training_run_request: at most one run waiting or running per project.
+            # run_request: at most one run waiting or running per project.
             models.UniqueConstraint(
                 fields=["project"],
                 condition=Q(status__in=["queued", "running"]),
-                name="trainingrun_one_open_per_project",
+                name="%(class)s_one_open_per_project",
             ),
         ]
+
+
+class TrainingRun(Run):
+    """One training of a classifier per question, and the queue order it wrote. Triggers:
+    manual, labels, beat."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_runs")
+    data_hash = models.CharField(max_length=64, blank=True)
+    labels = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.project} ({self.status})"
 
 
-class ClusteringRun(BaseModel):
-    """One grouping of a project's items by their embeddings, with a 2-D map of a sample."""
+class ClusteringRun(Run):
+    """One grouping of a project's items by their embeddings, with a 2-D map of a sample.
+    Triggers: manual, import."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="clustering_runs")
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    trigger = models.CharField(max_length=16, default="manual")  # manual, import
     encoder = models.CharField(max_length=200, blank=True)
     k = models.PositiveIntegerField(default=0)
     silhouette = models.FloatField(null=True, blank=True)
     items = models.PositiveIntegerField(default=0)
     # [{"item": id, "x": float, "y": float, "cluster": index}, ...] for a sample of items.
     projection = models.JSONField(default=list, blank=True)
-    timings = models.JSONField(default=dict, blank=True)
-    note = models.TextField(blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(status__in=RunStatus.values), name="clusteringrun_status_valid"
-            ),
-            models.UniqueConstraint(
-                fields=["project"],
-                condition=Q(status__in=["queued", "running"]),
-                name="clusteringrun_one_open_per_project",
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"clustering {self.pk} of {self.project} ({self.status})"
