@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import json
-
 from django.contrib.auth import get_user_model
 
 from labelling.models import Project
 from labelling.schema import template
 from labelling.services.items import items_import
 from labelling.services.projects import project_create, schema_publish
+from tests.conftest import jsonl
 
 ADMIN_USERNAME = "boss"
 ADMIN_PASSWORD = "pw-boss-browser"
@@ -22,12 +20,8 @@ def make_admin():
     )
 
 
-def jsonl(records: list[dict]) -> io.BytesIO:
-    return io.BytesIO("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
-
-
 def make_project(admin, *, slug: str, name: str, records: list[dict], **fields: str) -> Project:
     project = project_create(slug=slug, name=name, created_by=admin, **fields)
     schema_publish(project=project, definition=template("llm_response_review"), created_by=admin)
-    items_import(project=project, stream=jsonl(records), fmt="jsonl")
+    items_import(project=project, stream=jsonl(*records), fmt="jsonl")
     return project

@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 from playwright.sync_api import expect
 
 from labelling.models import LabelSchema
 
 from .conftest import log_in
 from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, make_admin, make_project
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 CONVERSATIONS = [
     {

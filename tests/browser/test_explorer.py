@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
@@ -15,12 +14,11 @@ from labelling.services.clustering import clustering_run_execute, clustering_run
 from labelling.services.embeddings import items_embed
 from labelling.services.items import items_import
 from labelling.services.projects import membership_set, project_create, schema_publish
+from tests.conftest import jsonl
 
 from .conftest import log_in
-from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, jsonl, make_admin
+from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, make_admin
 from .test_xss import FIND_LIVE_PAYLOADS, PAYLOADS
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 # Three topics with their own words, so even the hashing encoder of the tests groups them.
 TOPICS = {
@@ -61,7 +59,7 @@ def explorer_project(admin, records: list[dict], slug: str = "explore"):
     Project.objects.filter(pk=project.pk).update(duplicate_threshold=0.9999)
     project.refresh_from_db()
     schema_publish(project=project, definition=template("llm_response_review"), created_by=admin)
-    items_import(project=project, stream=jsonl(records), fmt="jsonl")
+    items_import(project=project, stream=jsonl(*records), fmt="jsonl")
     return project
 
 

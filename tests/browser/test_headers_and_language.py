@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from django.conf import settings
 from django.utils import translation
 from playwright.sync_api import expect
 
 from .conftest import log_in
 from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, make_admin, make_project
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PT_BR_CATALOG = Path(settings.BASE_DIR) / "labelling/locale/pt_BR/LC_MESSAGES/django.mo"
 

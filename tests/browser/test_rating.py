@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -15,10 +14,6 @@ from labelling.services.items import items_import
 from labelling.services.projects import membership_set, project_create, schema_publish
 from tests.browser.conftest import assert_clean, log_in
 from tests.conftest import jsonl
-
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCHEMA = {
     "questions": [

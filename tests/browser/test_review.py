@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
-import pytest
 from playwright.sync_api import expect
 
 from labelling.models import Item, ItemStatus, ReviewAction, Role
@@ -20,10 +18,6 @@ from labelling.services.projects import (
 from tests.browser.conftest import assert_clean, log_in
 from tests.browser.test_rating import XSS, XSS_MARKDOWN, XSS_TEXT
 from tests.conftest import jsonl
-
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCHEMA = {
     "questions": [

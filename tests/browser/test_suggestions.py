@@ -3,7 +3,6 @@ project turns it on, and never chosen for the rater."""
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
@@ -13,10 +12,6 @@ from labelling.models import Item
 from labelling.services.projects import project_update
 from tests.browser.conftest import assert_clean, log_in
 from tests.browser.test_rating import make_project, open_label_page
-
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SCHEMA = {
     "questions": [

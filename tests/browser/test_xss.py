@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from playwright.sync_api import expect
 
 from labelling.models import Item
@@ -10,11 +9,10 @@ from labelling.schema import template
 from labelling.selectors.projects import schema_current
 from labelling.services.items import items_import
 from labelling.services.projects import project_create, schema_publish
+from tests.conftest import jsonl
 
 from .conftest import log_in
-from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, jsonl, make_admin
-
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+from .helpers import ADMIN_PASSWORD, ADMIN_USERNAME, make_admin
 
 # SECURITY.md "Content", plus breakouts from the places Django puts text: attributes,
 # <title>, <textarea> and <pre>.
@@ -106,7 +104,7 @@ def test_conversation_text_with_xss_payloads_renders_inert(page, check_page, liv
         }
         for number, payload in enumerate(PAYLOADS)
     ]
-    items_import(project=project, stream=jsonl(records), fmt="jsonl")
+    items_import(project=project, stream=jsonl(*records), fmt="jsonl")
     items = list(Item.objects.filter(project=project).order_by("id"))
     assert len(items) == len(PAYLOADS)
 
