@@ -216,14 +216,25 @@ def rater_loop(
     pause: float = 0.0,
     ttl: float = 600,
     seed: int = 0,
+    timed_after: float = 0.0,
 ) -> None:
-    """next → submit (or skip, or walk away until the lease expires) until the deadline."""
+    """next → submit (or skip, or walk away until the lease expires) until the deadline.
+
+    With a `pause`, the rater starts at a random moment within the first pause and then pauses
+    for a random 0.5-1.5 times `pause` after each item: people do not rate in lockstep, and
+    raters started together with equal pauses would keep arriving as one burst. Latencies are
+    logged for requests sent after `timed_after` (time.monotonic), so a warm-up is left out.
+    """
     rng = random.Random(seed)
     client = server.client(who)
+    if pause:
+        time.sleep(rng.uniform(0, pause))
     while time.monotonic() < deadline:
+        timed = time.monotonic() >= timed_after
         started = time.perf_counter()
         status, lease = client.call("POST", f"/api/v1/projects/{server.slug}/next/")
-        log.next_ms.append((time.perf_counter() - started) * 1000)
+        if timed:
+            log.next_ms.append((time.perf_counter() - started) * 1000)
         log.count(status, "next", lease)
         if status == 204:
             return
@@ -241,26 +252,37 @@ def rater_loop(
         body = {"answers": answers_for(lease), "idempotency_key": uuid.uuid4().hex}
         started = time.perf_counter()
         status, annotation = client.call("POST", f"/api/v1/assignments/{assignment}/submit/", body)
-        log.submit_ms.append((time.perf_counter() - started) * 1000)
+        if timed:
+            log.submit_ms.append((time.perf_counter() - started) * 1000)
         log.count(status, "submit", annotation)
         if status in (200, 201):
             with log.lock:
                 log.acknowledged[annotation["id"]] = body["answers"]
         if pause:
-            time.sleep(pause)
+            time.sleep(pause * rng.uniform(0.5, 1.5))
 
 
-def run_raters(server: Server, names: list[str], log: RunLog, *, seconds: float, **kwargs) -> None:
-    deadline = time.monotonic() + seconds
+def run_raters(
+    server: Server,
+    names: list[str],
+    log: RunLog,
+    *,
+    seconds: float,
+    warmup: float = 0.0,
+    **kwargs,
+) -> None:
+    """Every named rater in a thread for `seconds`, plus `warmup` seconds first (untimed)."""
+    timed_after = time.monotonic() + warmup
+    deadline = timed_after + seconds
     threads = [
         threading.Thread(
             target=rater_loop,
             args=(server, name, log),
-            kwargs={"deadline": deadline, "seed": n, **kwargs},
+            kwargs={"deadline": deadline, "seed": n, "timed_after": timed_after, **kwargs},
         )  # fmt: skip
         for n, name in enumerate(names)
     ]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=seconds + 120)
+        thread.join(timeout=warmup + seconds + 120)

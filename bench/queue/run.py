@@ -2,6 +2,13 @@
 
 Run by hand (`make bench-queue` or `.venv/bin/python bench/queue/run.py`); prints a table.
 PostgreSQL must be reachable (DATABASE_URL's server, else 127.0.0.1:5432 as postgres).
+
+The server is gunicorn (2 workers, gthread) as in production. Latency rows: one rater looping
+next+submit, then 50 raters who each pause about a second after every item (a random 0.5-1.5 s,
+and a random start within the first second: raters started together with equal pauses arrive as
+one burst of 50 requests, which no person-paced queue sees). Both after a 3 s warm-up. The
+throughput rows: 20 raters looping next+submit with no pause. The load client runs on the same
+2 cores as the server and the database, so latencies include some client time.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from tests.support import postgres_database, throwaway_sqlite  # noqa: E402
 # One looping rater makes far more requests than the default per-token rate allows; the
 # benchmark measures the queue, so the throttle stays on but with room to spare.
 SERVER_ENV = {"ANNOTATOR_TOKEN_RATE": "10000000/hour"}
+# Seconds of load before latencies are logged: each server thread opens its database connection
+# on its first request, and a server is measured warm.
+WARMUP = 3.0
 
 
 def pct(values: list[float], q: float) -> float:
@@ -91,22 +101,28 @@ def latency_rows(size: int, args, rows: list) -> None:
     with (
         tempfile.TemporaryDirectory() as tmp,
         postgres_database() as url,
-        running_server(Path(tmp), url, items=size, raters=50, overlap=1, workers=2, threads=32,
+        running_server(Path(tmp), url, items=size, raters=51, overlap=1, workers=args.workers,
+                       threads=args.threads,
                        extra_env=SERVER_ENV) as server,
     ):  # fmt: skip
         with RssWatcher(server.process.pid) as rss:
             one = RunLog()
             cpu_one = measured(
-                server, one, lambda: run_raters(server, ["r0"], one, seconds=args.latency_seconds)
+                server,
+                one,
+                lambda: run_raters(
+                    server, ["r0"], one, seconds=args.latency_seconds, warmup=WARMUP
+                ),
             )
             many = RunLog()
             cpu_many = measured(
-                server, many, lambda: run_raters(server, [f"r{n}" for n in range(1, 50)], many,
-                                                 seconds=args.latency_seconds, pause=1.0),
+                server, many, lambda: run_raters(server, [f"r{n}" for n in range(1, 51)], many,
+                                                 seconds=args.latency_seconds, pause=1.0,
+                                                 warmup=WARMUP),
             )  # fmt: skip
         for label, log, cpu in (
             ("1 rater", one, cpu_one),
-            ("49 raters, 1 s pause", many, cpu_many),
+            ("50 raters, ~1 s pauses", many, cpu_many),
         ):
             rows.append(
                 [
@@ -162,12 +178,17 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=60, help="throughput run length")
     parser.add_argument("--throughput-items", type=int, default=20000)
+    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (latency)")
+    parser.add_argument("--threads", type=int, default=4, help="threads per worker (latency)")
+    parser.add_argument(
+        "--engines", default="PostgreSQL,SQLite", help="throughput runs ('' for none)"
+    )
     args = parser.parse_args()
     rows: list[list[str]] = []
     for size in [int(s) for s in args.sizes.split(",") if s]:
         print(f"… latency at {size:,} items", file=sys.stderr, flush=True)
         latency_rows(size, args, rows)
-    for engine in ("PostgreSQL", "SQLite"):
+    for engine in [e for e in args.engines.split(",") if e]:
         print(f"… throughput on {engine}", file=sys.stderr, flush=True)
         throughput_row(engine, args, rows)
     header = ["run", "next p50 ms", "next p95", "submit p50", "submit p95", "annotations",
