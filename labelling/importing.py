@@ -103,8 +103,15 @@ def _reject_constant(name: str) -> float:
     raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
 
 
+# json.loads with an argument builds a decoder per call; a file has one per line to decode.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_reject_constant)
+    if text.startswith("\ufeff"):
+        # As json.loads says (its decoder alone would only say it expected a value).
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
 
 
 # Reading ---------------------------------------------------------------------------------------
@@ -206,7 +213,6 @@ _WS = re.compile(r"[ \t\r\n]*")
 
 def _iter_json_array(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
     """Parse `[{...}, {...}]` one element at a time, tracking the line each element starts on."""
-    decoder = json.JSONDecoder(parse_constant=_reject_constant)
     raw = b""
     eof = False
 
@@ -286,7 +292,7 @@ def _iter_json_array(stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
         start_line = text_line
         while True:
             try:
-                value, end = decoder.raw_decode(buffer, pos)
+                value, end = _DECODER.raw_decode(buffer, pos)
                 break
             except json.JSONDecodeError as exc:
                 if more() and fill():
@@ -692,14 +698,25 @@ def language_sample(messages: Iterable[dict[str, Any]]) -> str:
 
 
 class _LanguageIdentifier:
-    """py3langid's classify, cheaper: the same walk and the same weights, kept as float32.
+    """py3langid's classify for many texts at once: the same walk and the same weights.
 
-    The model stores its weights as float16, and converting the rows a text needs costs more
-    than the rest of the call. Rows are converted once, on first use, into a cache that only
-    holds the n-grams seen so far (about 5 MB for a handful of languages) and is emptied when it
-    reaches `capacity` rows (19 MB), so memory stays bounded. The answer is py3langid's: a
-    featureless text, or a py3langid without these internals, goes to py3langid.classify.
+    py3langid walks a text's bytes through its n-gram automaton in a Python loop, which is most
+    of its cost on short texts. Here the texts of a batch are walked side by side, one numpy
+    step per byte position, and scored together. The weights (float16 in the model) are
+    converted to float32 once, on first use, into a cache that holds only the n-grams seen so
+    far (about 5 MB for a handful of languages) and is emptied when it reaches `capacity` rows
+    (19 MB), so memory stays bounded. The answer is py3langid's, up to float rounding in the
+    sum of weights: a featureless text, or a py3langid without these internals, goes to
+    py3langid.classify.
     """
+
+    # Texts walked together: enough to spread numpy's cost per call, few enough to keep the
+    # arrays of a walk small (a few MB).
+    WALK_GROUP = 256
+    # Texts scored together: their rows of weights (~130 × 142 floats a text) stay in the CPU
+    # cache, and their new n-grams (at most 640 a text: 160 characters of 4 bytes) fit the cache
+    # of rows.
+    SCORE_GROUP = 32
 
     def __init__(self, capacity: int = 32_768):
         import numpy as np
@@ -710,11 +727,14 @@ class _LanguageIdentifier:
         self._classify = py3langid.classify
         identifier = langid._get_identifier()
         self._identifier = identifier
-        self._walk = langid.visit_counts
+        self._nextmove = np.asarray(identifier.tk_nextmove)
+        self._rowbase = np.asarray(identifier._rowbase, dtype=np.intp)
+        self._output = np.asarray(identifier.tk_output, dtype=np.int32)
         self._capacity = capacity
         self._lock = threading.Lock()
         features, classes = identifier.nb_ptc.shape
-        self._slot = np.full(features, -1, dtype=np.int64)
+        self._features = features
+        self._slot = np.full(features, -1, dtype=np.intp)
         self._rows = np.empty((capacity, classes), dtype=np.float32)
         self._used = 0
 
@@ -723,66 +743,136 @@ class _LanguageIdentifier:
         from py3langid import langid
 
         identifier = langid._get_identifier()
-        needed = ("nb_ptc", "nb_pc", "nb_classes", "tk_nextmove", "tk_output", "_rowbase")
+        needed = ("nb_ptc", "nb_pc", "nb_classes", "tk_nextmove", "tk_output", "_rowbase",
+                  "_encode")  # fmt: skip
         return (
-            hasattr(langid, "visit_counts")
-            and all(hasattr(identifier, name) for name in needed)
+            all(hasattr(identifier, name) for name in needed)
             and not getattr(identifier, "_norm_probs", False)
             and getattr(identifier, "min_confidence", None) is None
         )
 
-    def classify(self, text: str) -> str:
+    def classify(self, texts: list[str]) -> list[str]:
+        found = []
+        for start in range(0, len(texts), self.WALK_GROUP):
+            found += self._classify_group(texts[start : start + self.WALK_GROUP])
+        return found
+
+    def _classify_group(self, texts: list[str]) -> list[str]:
         np = self._np
-        identifier = self._identifier
-        encoded = identifier._encode(text)
-        counts = self._walk(identifier.tk_nextmove, identifier._rowbase, identifier.tk_output,
-                            encoded)  # fmt: skip
-        if not counts:
-            return self._classify(text)[0]
-        features = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
-        weights = np.log1p(np.fromiter(counts.values(), dtype=np.float32, count=len(counts)))
+        keys = self._walk([self._identifier._encode(text) for text in texts])
+        # The walk lists each text's n-grams after the previous text's: a stable sort (timsort)
+        # only has to sort within each text. Then each distinct n-gram of a text, and its count.
+        keys = np.sort(keys, kind="stable")
+        distinct = np.flatnonzero(np.diff(keys, prepend=-1))
+        counts = np.diff(distinct, append=len(keys))
+        keys = keys[distinct]
+        owners = keys // self._features
+        grams = keys - owners * self._features
+        weights = np.log1p(counts.astype(np.float32))
+        # Each text with any n-gram has a run of `keys`; score the runs a group at a time.
+        starts = np.flatnonzero(np.diff(owners, prepend=-1))
+        bounds = [*starts.tolist(), len(keys)]
+        scores = np.empty((len(starts), len(self._identifier.nb_pc)), dtype=np.float32)
+        for first in range(0, len(starts), self.SCORE_GROUP):
+            last = min(first + self.SCORE_GROUP, len(starts))
+            base = bounds[first]
+            rows = self._weights_of(grams[base : bounds[last]])
+            for run in range(first, last):
+                start, end = bounds[run], bounds[run + 1]
+                scores[run] = weights[start:end] @ rows[start - base : end - base]
+        scores += self._identifier.nb_pc
+        # Columns that share a label (py3langid's script aliases) give that label either way.
+        labels = self._identifier.nb_classes
+        best = scores.argmax(axis=1).tolist()
+        found = {
+            index: labels[column]
+            for index, column in zip(owners[starts].tolist(), best, strict=True)
+        }
+        # A text without a single n-gram of the model gets py3langid's answer for that case.
+        return [
+            found[index] if index in found else self._classify(text)[0]
+            for index, text in enumerate(texts)
+        ]
+
+    def _walk(self, encoded: list[bytes]):
+        """The n-grams of each text, as keys `text × n-grams + n-gram`, text after text.
+
+        The automaton's state after a byte depends on the bytes before it, so each text is
+        walked in order; but the texts are independent, so step `i` moves every text forward by
+        its i-th byte at once (shorter texts walk on through padding, whose n-grams are dropped).
+        """
+        np = self._np
+        count = len(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.intp, count=count)
+        # Row t holds text t's bytes, then zeros.
+        inside = np.arange(int(lengths.max())) < lengths[:, None]
+        data = np.zeros(inside.shape, dtype=np.uint8)
+        data[inside] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        states = np.zeros(count, dtype=np.intp)
+        outputs = np.empty(inside.shape, dtype=np.int32)
+        for i in range(inside.shape[1]):
+            states = self._nextmove[self._rowbase[states] + data[:, i]]
+            outputs[:, i] = self._output[states]
+        found = inside & (outputs >= 0)
+        owners = np.broadcast_to(np.arange(count, dtype=np.int64)[:, None], inside.shape)
+        return owners[found] * self._features + outputs[found]
+
+    def _weights_of(self, grams):
+        """float32 rows of weights for these n-grams, through the cache of converted rows."""
+        np = self._np
+        ptc = self._identifier.nb_ptc
         with self._lock:
-            slots = self._slot[features]
-            if slots.min() < 0:
-                new = features[slots < 0]
+            slots = self._slot[grams]
+            missing = slots < 0
+            if missing.any():
+                new = np.unique(grams[missing])
                 if self._used + len(new) > self._capacity:
                     self._slot.fill(-1)
                     self._used = 0
-                    new = features
+                    new = np.unique(grams)
+                    if len(new) > self._capacity:
+                        return ptc.take(grams, axis=0).astype(np.float32)
                 place = np.arange(self._used, self._used + len(new))
-                self._rows[place] = identifier.nb_ptc.take(new, axis=0)
+                self._rows[place] = ptc.take(new, axis=0)
                 self._slot[new] = place
                 self._used += len(new)
-                slots = self._slot[features]
+                slots = self._slot[grams]
             # take() copies rows faster than fancy indexing does.
-            scores = weights @ self._rows.take(slots, axis=0) + identifier.nb_pc
-        # Columns that share a label (py3langid's script aliases) give that label either way.
-        return identifier.nb_classes[int(scores.argmax())]
+            return self._rows.take(slots, axis=0)
 
 
-_classify: Callable[[str], str] | None = None
+_classify: Callable[[list[str]], list[str]] | None = None
 _classify_lock = threading.Lock()
 
 
-def _py3langid_classify(text: str) -> str:
+def _py3langid_classify(texts: list[str]) -> list[str]:
     import py3langid
 
-    return py3langid.classify(text)[0]
+    return [py3langid.classify(text)[0] for text in texts]
 
 
-def _language_of(text: str) -> str:
+def _languages_of(texts: list[str]) -> list[str]:
     global _classify
     if _classify is None:
         with _classify_lock:
             if _classify is None:
                 usable = _LanguageIdentifier.usable()
                 _classify = _LanguageIdentifier().classify if usable else _py3langid_classify
-    return _classify(text)
+    return _classify(texts)
+
+
+def detect_languages(conversations: Iterable[Iterable[dict[str, Any]]]) -> list[str]:
+    """Best guess at each conversation's language from its user and assistant text.
+
+    Many conversations at once cost far less each than one at a time.
+    """
+    samples = [language_sample(messages) for messages in conversations]
+    # Too little text to tell: no guess ("").
+    readable = {index: sample for index, sample in enumerate(samples) if len(sample.strip()) >= 3}
+    found = dict(zip(readable, _languages_of(list(readable.values())), strict=True))
+    return [found.get(index, "") for index in range(len(samples))]
 
 
 def detect_language(messages: Iterable[dict[str, Any]]) -> str:
     """Best guess at the conversation's language from its user and assistant text."""
-    sample = language_sample(messages)
-    if len(sample.strip()) < 3:
-        return ""
-    return _language_of(sample)
+    return detect_languages([messages])[0]

@@ -6,6 +6,7 @@ import io
 import json
 
 import pytest
+from django.db import transaction
 
 from labelling.errors import InvalidImport
 from labelling.importing import ImportLimits
@@ -393,6 +394,21 @@ def test_a_write_conflict_is_reported_as_a_conflict_and_nothing_is_written(proje
         run(project, jsonl(chat("b", language="en"), chat("a", language="en")), "jsonl")
 
     assert list(Item.objects.filter(project=project).values_list("external_id", flat=True)) == ["a"]
+
+
+def test_foreign_keys_are_checked_at_the_commit_again_after_an_import(project):
+    # PostgreSQL imports check them as each batch is stored, then defer them again.
+    run(project, jsonl(chat("a", language="en")), "jsonl")
+
+    with transaction.atomic():
+        # A cluster that does not exist yet: refused here if the key were checked at once.
+        Item.objects.create(
+            project=project,
+            external_id="b",
+            messages=[{"id": "t1", "role": "user", "content": "Hi"}],
+            cluster_id=2**40,
+        )
+        transaction.set_rollback(True)
 
 
 NATURAL = {

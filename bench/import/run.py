@@ -15,6 +15,7 @@ file every run), imports each file into an empty project both ways, and drops th
 Two sizes (20,000 and 100,000 items by default) show whether memory stays flat in file size.
 Options: --items N [N ...], --repeat N (median of N runs), --paths cli api, --keep-db, and
 --root DIR to benchmark another checkout (e.g. an older commit, for before/after figures).
+Where the CPU time goes: bench/import/profile_cli.py.
 """
 
 from __future__ import annotations
@@ -215,9 +216,7 @@ def run_cli(root: Path, slug: str, file: Path, env: dict[str, str], log: Path) -
 
     The clock starts when the command first reads its input, so Django's start-up and the
     project lookup are left out and the import itself (the language model's load included) is
-    timed; the CPU time is counted from the same moment. Standard input rather than a FILE
-    argument also because import_items with a FILE wraps it in `bar.wrapattr(...)`, which returns
-    a context manager rather than a stream, and fails.
+    timed; the CPU time is counted from the same moment.
     """
     command = [sys.executable, "manage.py", "import_items", "--project", slug, "-"]
     read_end, write_end = os.pipe()

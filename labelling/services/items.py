@@ -12,12 +12,13 @@ import json
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models.expressions import DatabaseDefault
 from psycopg import sql
+from psycopg.adapt import PyFormat, Transformer
 
 from labelling.errors import ApplicationError, Conflict, InvalidImport, UnsupportedFormat
 from labelling.importing import (
@@ -27,7 +28,7 @@ from labelling.importing import (
     ParsedItem,
     RowError,
     RowErrors,
-    detect_language,
+    detect_languages,
     iter_records,
     normalise,
 )
@@ -164,6 +165,7 @@ def _import_in_transaction(
                 if batch:
                     write(batch)
                 writer.finish()
+                writer.close()
         finally:
             # An error (or an exception) leaves a COPY open: end it so the rollback can run.
             writer.abort()
@@ -225,6 +227,11 @@ def _failure(errors: list[RowError], limits: ImportLimits) -> InvalidImport:
     )
 
 
+def _as_string(query: sql.Composable) -> str:
+    """A psycopg query as text, for Django's cursor."""
+    return query.as_string(connection.connection)
+
+
 def _new_items(project: Project, batch: list[ParsedItem], result: ImportResult) -> list[ParsedItem]:
     """The items of `batch` the project does not have yet, each with its language."""
     ids = [item.external_id for item in batch]
@@ -234,7 +241,7 @@ def _new_items(project: Project, batch: list[ParsedItem], result: ImportResult) 
             "SELECT external_id FROM {} WHERE project_id = %s AND external_id = ANY(%s)"
         ).format(sql.Identifier(Item._meta.db_table))
         with connection.cursor() as cursor:
-            cursor.execute(query.as_string(connection.connection), [project.pk, ids])
+            cursor.execute(_as_string(query), [project.pk, ids])
             existing = {row[0] for row in cursor.fetchall()}
     else:
         existing = set(
@@ -244,9 +251,11 @@ def _new_items(project: Project, batch: list[ParsedItem], result: ImportResult) 
         )
     new = [item for item in batch if item.external_id not in existing]
     result.skipped_existing += len(batch) - len(new)
-    for item in new:
-        if not item.language:
-            item.language = detect_language(item.messages)
+    undetected = [item for item in new if not item.language]
+    for item, language in zip(
+        undetected, detect_languages([item.messages for item in undetected]), strict=True
+    ):
+        item.language = language
     return new
 
 
@@ -285,6 +294,9 @@ class _BulkCreateWriter:
     def finish(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def abort(self) -> None:
         pass
 
@@ -308,6 +320,8 @@ class _CopyWriter:
         self.result = result
         self._open: ExitStack | None = None
         self._prefer_lz4()
+        self._keys = self._deferred_keys()
+        self._check_keys("IMMEDIATE")
         default_columns, self._defaults_for = _copy_defaults(project)
         columns = [Item._meta.get_field(name).column for name in IMPORTED_FIELDS]
         columns += default_columns
@@ -331,6 +345,35 @@ class _CopyWriter:
             row = cursor.fetchone()
             if row and row[0]:
                 cursor.execute("SET LOCAL default_toast_compression = 'lz4'")
+
+    @staticmethod
+    def _deferred_keys() -> list[str]:
+        """The item table's foreign keys whose checks wait for the commit.
+
+        Django creates foreign keys DEFERRABLE INITIALLY DEFERRED, so PostgreSQL would queue a
+        check per row and key and run them all at the commit, while the import waits. Made
+        IMMEDIATE for the import, they run as each batch's COPY ends, while Python parses the
+        next batch.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT conname FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'f' AND condeferred",
+                [Item._meta.db_table],
+            )
+            return [row[0] for row in cursor.fetchall()]
+
+    def _check_keys(self, mode: str) -> None:
+        """SET CONSTRAINTS on those keys to `mode` (IMMEDIATE or DEFERRED).
+
+        It lasts until the transaction ends or, if it is rolled back, its savepoint does.
+        """
+        if self._keys:
+            keys = sql.SQL(", ").join(map(sql.Identifier, self._keys))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    _as_string(sql.SQL("SET CONSTRAINTS {} {}").format(keys, sql.SQL(mode)))
+                )
 
     def write(self, batch: list[ParsedItem]) -> None:
         self.finish()  # the connection is needed for the existing-id query
@@ -369,6 +412,10 @@ class _CopyWriter:
                 stack, self._open = self._open, None
                 stack.close()
 
+    def close(self) -> None:
+        """After the last batch: the rest of the transaction checks foreign keys at the commit."""
+        self._check_keys("DEFERRED")
+
     def abort(self) -> None:
         """Drop the open COPY, if any; the transaction is rolled back next."""
         if self._open is not None:
@@ -379,11 +426,12 @@ class _CopyWriter:
                 stack.__exit__(_CopyAborted, _CopyAborted("The import failed."), None)
 
 
-def _copy_defaults(project: Project) -> tuple[list[str], Callable[[], tuple[Any, ...]]]:
+def _copy_defaults(project: Project) -> tuple[list[str], Callable[[], tuple[str | None, ...]]]:
     """The columns an import leaves to their defaults, and a function giving their values.
 
     The values are those bulk_create would store, computed once a batch (the timestamps are
-    the batch's time) rather than once a row.
+    the batch's time) rather than once a row, and already in COPY's text form: psycopg would
+    otherwise adapt each of them again on every row (a JSON dump for each jsonb default).
     """
     fields = []
     for model_field in Item._meta.concrete_fields:
@@ -396,11 +444,17 @@ def _copy_defaults(project: Project) -> tuple[list[str], Callable[[], tuple[Any,
             continue  # db_default: the database fills it in
         fields.append(model_field)
 
-    def values() -> tuple[Any, ...]:
+    def values() -> tuple[str | None, ...]:
         template = Item(project=project, target=project.overlap)
-        return tuple(
-            model_field.get_db_prep_save(model_field.pre_save(template, add=True), connection)
-            for model_field in fields
-        )
+        adapt = Transformer(connection.connection)
+
+        def as_text(model_field) -> str | None:
+            value = model_field.pre_save(template, add=True)
+            value = model_field.get_db_prep_save(value, connection)
+            if value is None:
+                return None
+            return bytes(adapt.get_dumper(value, PyFormat.TEXT).dump(value)).decode()
+
+        return tuple(as_text(model_field) for model_field in fields)
 
     return [model_field.column for model_field in fields], values
