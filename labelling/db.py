@@ -99,6 +99,19 @@ def instances(
     return [found[0] for found in rows(sql, params, model, extras=extras)]
 
 
+def execute(sql: str, params: Sequence | Mapping) -> int:
+    """Run a fixed UPDATE or DELETE; the number of rows it changed."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def prepared(model: type[Model], field: str, value: Any) -> Any:
+    """`value` as the ORM would send it for `model.field`: JSON, datetimes and the like."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    return model._meta.get_field(field).get_db_prep_save(value, connection)
+
+
 def first(
     model: type[M], sql: str, params: Sequence | Mapping, *, extras: Sequence[str] = ()
 ) -> M | None:

@@ -359,8 +359,8 @@ def _submit(
                 updated_at=now,
             )
         elif locked.status == AssignmentStatus.ACTIVE:
-            counted = Item.objects.filter(pk=item.pk, ratings__lt=F("target")).update(
-                ratings=F("ratings") + 1, leases=F("leases") - 1, updated_at=now
+            counted = db.execute(
+                _COUNT_RATING_SQL, {"item": item.pk, "now": db.prepared(Item, "updated_at", now)}
             )
             if counted != 1:
                 # The target was lowered under this lease: the item needs no more ratings.
@@ -376,8 +376,13 @@ def _submit(
             if counted != 1:
                 raise AssignmentClosed("This lease expired and the item went to someone else.")
             item.ratings += 1
-        Assignment.objects.filter(pk=locked.pk).update(
-            status=AssignmentStatus.SUBMITTED, finished_at=now, updated_at=now
+        db.execute(
+            _SUBMITTED_SQL,
+            {
+                "id": locked.pk,
+                "status": AssignmentStatus.SUBMITTED,
+                "now": db.prepared(Assignment, "updated_at", now),
+            },
         )
         elapsed = int((now - locked.created_at).total_seconds() * 1000)
         spent = time_spent_ms if time_spent_ms is not None else elapsed
@@ -406,6 +411,15 @@ SELECT {db.columns(Assignment, "a")}, s.created_at
 FROM labelling_assignment a JOIN labelling_labelschema s ON s.id = a.schema_id WHERE a.id = %s
 """  # noqa: S608 - the column list comes from the model; values are parameters
 _ITEM_SQL = f"SELECT {db.columns(Item)} FROM labelling_item WHERE id = %s"  # noqa: S608
+# The lease's rating counts if the item still needs it (its target may have been lowered).
+_COUNT_RATING_SQL = """
+UPDATE labelling_item SET ratings = ratings + 1, leases = leases - 1, updated_at = %(now)s
+WHERE id = %(item)s AND ratings < target
+"""
+_SUBMITTED_SQL = """
+UPDATE labelling_assignment SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s
+"""
 _PROJECT_SQL = f"SELECT {db.columns(Project)} FROM labelling_project WHERE id = %s"  # noqa: S608
 
 

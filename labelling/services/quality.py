@@ -143,19 +143,16 @@ def item_quality_update(*, item: Item, schema: LabelSchema) -> Item:
     already counting this submit) and `item.project` were read under that lock. `schema` is
     the version of the newest annotation, the one being submitted.
     """
-    annotations = db.instances(Annotation, _ITEM_ANNOTATIONS_SQL, [item.pk])
-    if not annotations:
+    # The raters' memberships come along: they serve the vote weights and the approval rule.
+    rows = db.rows(_ITEM_ANNOTATIONS_SQL, [item.pk], Annotation, Membership)
+    if not rows:
         return item
+    annotations = [annotation for annotation, _ in rows]
+    members = [member for _, member in rows if member.pk is not None]
     turn_ids = [m["id"] for m in item.messages if m["role"] == "assistant"]
     turn_ids += [c["id"] for c in item.candidates or []]
-    # One read of the raters' memberships serves the vote weights and the approval rule.
-    members = list(
-        Membership.objects.filter(
-            project_id=item.project_id, user_id__in={a.rater_id for a in annotations}
-        ).values_list("user_id", "reliability", "paused_at")
-    )
-    reliability = {user_id: estimates for user_id, estimates, _ in members}
-    paused = any(paused_at is not None for _, _, paused_at in members)
+    reliability = {member.user_id: member.reliability for member in members}
+    paused = any(member.paused_at is not None for member in members)
     consensus = item_consensus(
         schema=schema.parsed(), annotations=annotations, turn_ids=turn_ids, reliability=reliability
     )
@@ -163,20 +160,33 @@ def item_quality_update(*, item: Item, schema: LabelSchema) -> Item:
     status, target = item.status, item.target
     if item.ratings >= item.target and status not in (ItemStatus.APPROVED, ItemStatus.REJECTED):
         status, target = _decide(item, agreement, paused)
-    Item.objects.filter(pk=item.pk).update(
-        consensus=consensus,
-        agreement=agreement,
-        status=status,
-        target=target,
-        updated_at=timezone.now(),
+    db.execute(
+        _CONSENSUS_SQL,
+        {
+            "item": item.pk,
+            "consensus": db.prepared(Item, "consensus", consensus),
+            "agreement": agreement,
+            "status": status,
+            "target": target,
+            "now": db.prepared(Item, "updated_at", timezone.now()),
+        },
     )
     item.consensus, item.agreement, item.status, item.target = consensus, agreement, status, target
     return item
 
 
+# Written out, as the queue's reads are (services/assignments.py): this runs on every submit.
 _ITEM_ANNOTATIONS_SQL = f"""
-SELECT {db.columns(Annotation)} FROM labelling_annotation WHERE item_id = %s ORDER BY id
-"""  # noqa: S608 - the column list comes from the model; values are parameters
+SELECT {db.columns(Annotation, "a")}, {db.columns(Membership, "m")}
+FROM labelling_annotation a
+LEFT JOIN labelling_membership m ON m.project_id = a.project_id AND m.user_id = a.rater_id
+WHERE a.item_id = %s ORDER BY a.id
+"""  # noqa: S608 - the column lists come from the models; values are parameters
+_CONSENSUS_SQL = """
+UPDATE labelling_item SET consensus = %(consensus)s, agreement = %(agreement)s,
+    status = %(status)s, target = %(target)s, updated_at = %(now)s
+WHERE id = %(item)s
+"""
 
 
 def _decide(item: Item, agreement: float | None, paused: bool) -> tuple[str, int]:
