@@ -159,6 +159,20 @@ def test_the_hybrid_strategy_spreads_the_queue_over_clusters(labelled):
     assert len(set(priorities)) > 40
 
 
+def test_the_badge_strategy_serves_a_batch_of_unlabelled_items_first(labelled):
+    project_update(project=labelled, learning_strategy="badge")
+
+    run = training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    assert run.timings["order"] == "model"
+    rows = list(Item.objects.values_list("priority", "ratings", "predictions"))
+    assert all(0.0 <= priority <= 1.0 for priority, _, _ in rows)
+    # Outside the control slice (no predictions shown), the first batch is all still to label.
+    model_ordered = sorted((row for row in rows if row[2]), key=lambda row: -row[0])
+    assert all(ratings == 0 for _, ratings, _ in model_ordered[: labelled.retrain_every // 5])
+
+
 def _label(project, rater, n: int) -> None:
     for _ in range(n):
         lease = assignment_next(project=project, rater=rater)
@@ -209,7 +223,8 @@ def test_the_check_queues_a_run_after_k_new_ratings_once_and_not_before(
 ):
     queued = []
     monkeypatch.setattr("labelling.tasks.ml_training_run.delay", queued.append)
-    assert training_run_maybe(project=labelled) is None  # 40 ratings < retrain_every (50)
+    project_update(project=labelled, retrain_every=50)
+    assert training_run_maybe(project=labelled) is None  # 40 ratings < retrain_every
     project_update(project=labelled, retrain_every=30)
 
     assert ml_training_maybe(labelled.pk) == "training queued for 1 project(s)"

@@ -2,26 +2,82 @@
 
 Embeds each real sample set in ../shared/data (cached in var/bench/learning/emb_<name>.npy),
 replays active learning with simulated raters who give the true label, and prints, per data set
-and on average over seeds, how many labels each strategy needs to reach 95% of the full-data
-macro-F1 (each replay stops there). Strategies: random; entropy (most uncertain first);
-diverse (the batch's 3x most uncertain, k-means'd, the most uncertain of each cluster); hybrid
-(diverse with a density weight). Model strategies start from k-means centres (cold start).
+and on average over seeds, how many labels each strategy needs to first reach 95% of the
+full-data macro-F1 (each replay stops there; a seed that never does counts as the whole pool).
+Every seed has its own group-wise split into pool and test set, and its own full-data reference.
+Strategies come from labelling/learning/sampling.py, the functions the product's queue uses:
+random; entropy, margin, least_confidence (most uncertain first); hybrid (entropy x density,
+one per k-means cluster of the 3x most uncertain); badge (the product's default candidate:
+k-means++ over gradient embeddings scaled by density**0.5, sampling.badge_priorities); and, for
+experiments, badge_density, badge_balanced, badge_top, badge_local, density, coreset, balanced,
+diverse.
+Model strategies start from the items nearest to k-means centres, one batch of them
+(--cold kmeans; or kmeans_pp, clusters = the old round-robin order, random).
+Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE.
 
-    .venv/bin/python bench/learning/efficiency.py                  # all sets, 5 seeds
-    .venv/bin/python bench/learning/efficiency.py --sets bbq --seeds 2
+    .venv/bin/python bench/learning/efficiency.py                  # the table below (~10 min)
+    .venv/bin/python bench/learning/efficiency.py --seeds 5 --sets bbq
+    .venv/bin/python bench/learning/efficiency.py --max-items 1500 --test-share 0.2 --batch 20 \
+        --seeds 5                                                   # the earlier configuration
     .venv/bin/python bench/learning/efficiency.py --embed-only     # just build the caches
+    .venv/bin/python bench/learning/diagnose.py                    # chance level, C, noise
 
-Measured 2026-11-23 (5 seeds, batch 20, packaged MiniLM, pair features [p, r, p*r, |p-r|] for
-the sets with a prompt; load average 9-15): mean labels to 95% of full-data macro-F1, saving
-against random per set (truthfulqa, bbq, toldbr, hh_pairs) — the goal (>= 30% on average,
-never worse than -5%) is missed by every strategy:
-- k-means cold start: entropy 13% -92% -30% -130%; diverse 6% -42% 3% -52%;
-  hybrid -73% -58% 9% -87%;
-- random start: entropy -81% -17% 6% 39%; diverse -48% 8% -52% 0%;
-- cold start + half of each batch random: entropy 21% -83% -9% -26%; diverse -17% -25% 0% -70%;
-- diverse over 10x the batch in candidates: 35% 8% -61% -148%.
-Random reaches the target after 48-308 labels on average; per-seed values range 20-1,100, so
-differences under ~40% are within noise. The full-data macro-F1 itself is low (0.56-0.66).
+Why the configuration changed (bench/learning/diagnose.py, 2026-11-23). With 1,500 items per
+set and 20% of them as test set (~300 items), a test macro-F1 is +-0.03 by chance alone, while
+the target (95% of full-data) sits only 0.03 below the plateau, and on toldbr and hh_pairs only
+0.02-0.03 above chance (full-data macro-F1 0.56 against 0.50 for guessing by class frequency):
+the first crossing was mostly noise, per-seed values ranged 10-1,100 and 5 seeds said nothing.
+hh_pairs' label is which of two replies people preferred, a relative judgement that a per-item
+classifier barely sees (0.56); it stays in the table but measures little. Changes: all items
+of each set (up to 3,011), half of them as test set (600-1,500 items, +-0.015), batch 10
+instead of 20 (the target is reached after 30-160 random labels, so 20 was too coarse), 50
+seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1. C=0.1 stays:
+it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
+bbq 0.67, toldbr 0.56, hh_pairs 0.56.
+
+Measured 2026-11-23 (packaged MiniLM, pair features [p, r, p*r, |p-r|] for the sets with a
+prompt, batch 10, 50 seeds, all items, half as test set; load average 2-5 from another agent's
+benchmarks on the 2 cores: wall times noisy, label counts not). Mean labels to 95% of
+full-data macro-F1, and the saving against random (truthfulqa, bbq, toldbr, hh_pairs):
+
+    strategy         truthfulqa   bbq   toldbr  hh_pairs   mean saving  worst set
+    random              157        47     125     105
+    entropy (old       161 -3%    86 -85% 123 +2% 182 -74%     -40%        -85%
+     default)
+    margin             159 -1%    92 -98% 114 +9% 181 -73%     -41%        -98%
+    hybrid             210 -34%   56 -21%  42 +66% 100 +4%      +4%        -34%
+    badge, density=0   113 +28%   47 +0%  106 +15%  93 +11%    +14%         +0%
+    badge (density^0.5) 133 +15%  36 +23%  86 +31%  84 +20%    +22%        +15%
+
+Goal (>= 30% fewer on average, never more than 5% worse on any set): missed; badge comes
+closest and was never worse than random on any set. With 50 seeds a per-set saving is still
+only known to about +-25% (bootstrap 95% intervals for badge: truthfulqa -16..+38%, bbq
+-14..+44%, toldbr -9..+58%, hh_pairs -1..+37%). Selection was honest: variants were screened on
+seeds 0-19 and the two best re-measured on fresh seeds 20-49 (badge,density=0.5: 29% then 25%;
+plain BADGE from a k-means++ start: 24% then 23%), so the 50-seed table above is mildly
+optimistic for badge at most.
+
+Everything tried (seeds 0-19, same configuration; mean saving, worst set): entropy/margin
+-19% to -58%, -84% to -128%; balanced over predicted classes -42%, -130%; core-set in 3x
+candidates -36%, -142%; information density (entropy x density) 19%, -8% (25%, -32% from a
+k-means++ start); hybrid 22-27%, -26% (density helps toldbr by 65-70% but hybrid gets stuck on
+truthfulqa: some seeds need 550-800 labels); BADGE from k-means centres 10%, -12%; from a
+k-means++ start 24%, 8%; from a random start -2%, -28%; badge x density**w: w=0.5 29%, 23%;
+w=1 22%, -2%; w=2 25%, 10%; with 30% of each batch random 24%, 11%; class-weighted gradients
+8%, -30%; BADGE inside the top 3-30x candidates 5-22%, -47% to 9%; badge from the old
+round-robin cold start 33%, 4% on seeds 0-19 but 5%, -38% on seeds 20-49 (noise); badge with
+local density (similarity to the own k-means cluster's centre, badge_local) w=0.5 23%, 10%;
+w=1 28%, -5%, against 28%, 8% for badge on the same seeds.
+
+Other configurations (the badge default; mean saving, worst set, per set):
+- 1,500 items, 20% test, batch 20, 5 seeds (the earlier setup): badge 23%, -22% (43% 17% 55%
+  -22%); entropy -60%, -130%; hybrid -50%, -108%.
+- 1,500 items, 20% test, batch 10, 20 seeds: badge -4%, -37% (2% -37% 39% -21%); entropy -81%;
+  hybrid -48%. On ~300 test items the crossing is mostly noise (random "reaches" bbq after 10-20
+  labels in most seeds), so no strategy can show much.
+- all items, half test, batch 50 (the product's default retrain_every), 20 seeds: badge -19%,
+  entropy -17%: random reaches the target after 1-3 batches of 50, before any model can help.
+  Active ordering only pays when a project retrains every ~10 labels early on.
 """
 
 from __future__ import annotations
@@ -52,12 +108,12 @@ SETS: dict[str, tuple[str, str, bool]] = {
     "hh_pairs": ("hh_harmless_pairs_sample.jsonl", "preferred", True),
 }
 CACHE_DIR = ROOT / "var" / "bench" / "learning"  # embeddings, so reruns skip the encoder
-MAX_ITEMS = 1500
+MAX_ITEMS = 4000  # every row of every set (the biggest has 3,011)
 TARGET_SHARE = 0.95
 
 
-def load(name: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
-    """Up to MAX_ITEMS rows of one set, whole groups only, chosen by a fixed seed."""
+def load(name: str, max_items: int = MAX_ITEMS) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Up to max_items rows of one set, whole groups only, chosen by a fixed seed."""
     file, key, _ = SETS[name]
     rows = [json.loads(line) for line in (DATA / file).open(encoding="utf-8") if line.strip()]
     rows = [row for row in rows if row["labels"].get(key) is not None]
@@ -69,7 +125,7 @@ def load(name: str) -> tuple[list[dict], np.ndarray, np.ndarray]:
         by_group.setdefault(row["meta"]["group"], []).append(row)
     chosen: list[dict] = []
     for index in order:
-        if len(chosen) >= MAX_ITEMS:
+        if len(chosen) >= max_items:
             break
         chosen.extend(by_group[groups[index]])
     labels = np.array([str(row["labels"][key]) for row in chosen])
@@ -113,10 +169,11 @@ def _encoder():
         return _Plain()
 
 
-def embed(name: str, rows: list[dict]) -> np.ndarray:
+def embed(name: str, rows: list[dict], max_items: int = MAX_ITEMS) -> np.ndarray:
     """Prompt and reply vectors side by side ([p | r]), or the reply alone without a prompt."""
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    cache = CACHE_DIR / f"emb_{name}.npy"
+    suffix = "" if max_items == MAX_ITEMS else f"_{max_items}"
+    cache = CACHE_DIR / f"emb_{name}{suffix}.npy"
     try:
         from labelling.learning import texts  # noqa: F401 - only to know which texts are used
 
@@ -155,94 +212,151 @@ def model_inputs(name: str, vectors: np.ndarray) -> np.ndarray:
     return features(vectors[:, :half], vectors[:, half:])
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """A strategy and the simulate() options given with it, e.g.
+    "badge,cold=kmeans_pp,density=0" -> ("badge", {...}): options that differ from the command
+    line's, so one run compares variants against the same random baseline."""
+    name, *options = spec.split(",")
+    parsed: dict = {}
+    for option in options:
+        key, value = option.split("=", 1)
+        key = {"cold": "cold_start", "density": "density_weight", "random": "random_share"}.get(
+            key, key
+        )
+        if key in ("candidates", "density_weight", "random_share", "C"):
+            parsed[key] = float(value)
+        elif key in ("batch", "start"):
+            parsed[key] = int(value)
+        else:
+            parsed[key] = value
+    return name, parsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="*", default=list(SETS))
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--strategies", nargs="*", default=["random", "entropy", "diverse"])
-    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=50)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed, +1, ...")
+    parser.add_argument(
+        "--strategies",
+        nargs="*",
+        default=["random", "entropy", "margin", "hybrid", "badge,density=0", "badge"],
+        help="strategy[,option=value...], options: cold, uncertainty, candidates, density, "
+        "random, C, batch, start (e.g. badge,cold=kmeans_pp)",
+    )
+    parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--start", type=int, default=None, help="first batch (default: --batch)")
     parser.add_argument("--budget", type=int, default=None, help="labels per run (default: pool)")
     parser.add_argument(
-        "--candidates", type=float, default=3.0, help="diverse/hybrid: batches of candidates"
+        "--candidates",
+        type=float,
+        default=3.0,
+        help="diverse/hybrid/coreset: batches of candidates",
     )
-    parser.add_argument("--density-weight", type=float, default=1.0, help="hybrid's density power")
+    parser.add_argument(
+        "--density-weight",
+        type=float,
+        default=None,
+        help="density's power (default: badge 0.5, others 1)",
+    )
     parser.add_argument(
         "--random-share", type=float, default=0.0, help="random part of each active batch"
     )
     parser.add_argument(
+        "--cold",
+        default="kmeans",
+        choices=["kmeans", "kmeans_pp", "clusters", "random"],
+        help="model strategies' first batch",
+    )
+    parser.add_argument(
         "--random-start", action="store_true", help="model strategies start from a random batch"
     )
+    parser.add_argument(
+        "--uncertainty", default="entropy", choices=["entropy", "margin", "least_confidence"]
+    )
+    parser.add_argument("--C", type=float, default=None, help="logistic regression's C")
+    parser.add_argument("--test-share", type=float, default=0.5)
+    parser.add_argument("--max-items", type=int, default=MAX_ITEMS, help="rows per set")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
     if not args.embed_only:
+        from labelling.learning.classifiers import DEFAULT_C
         from labelling.learning.simulate import simulate
 
-    savings: dict[str, list[float]] = {s: [] for s in args.strategies if s != "random"}
+    specs = [parse_spec(spec) for spec in args.strategies]
+    labels_of = [spec for spec, _ in zip(args.strategies, specs, strict=True)]
+    savings: dict[str, list[float]] = {s: [] for s in labels_of if s != "random"}
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     for name in args.sets:
-        rows, y, groups = load(name)
-        vectors = embed(name, rows)
+        rows, y, groups = load(name, args.max_items)
+        vectors = embed(name, rows, args.max_items)
         if args.embed_only:
             continue
         X = model_inputs(name, vectors)
         started = time.perf_counter()
         # Each seed has its own group split and so its own full-data reference; a replay stops
         # at the first round reaching 95% of it (a seed that never does counts as the pool).
-        curves = {
-            strategy: [
-                simulate(
-                    X,
-                    y,
-                    groups,
-                    strategy=strategy,
-                    seed=seed,
-                    batch=args.batch,
-                    budget=args.budget,
-                    stop_share=TARGET_SHARE,
-                    candidates=args.candidates,
-                    density_weight=args.density_weight,
-                    random_share=args.random_share,
-                    cold_start=not args.random_start,
-                )
-                for seed in range(args.seeds)
-            ]
-            for strategy in args.strategies
+        base_options = {
+            "batch": args.batch,
+            "start": args.start,
+            "budget": args.budget,
+            "stop_share": TARGET_SHARE,
+            "candidates": args.candidates,
+            "density_weight": args.density_weight,
+            "random_share": args.random_share,
+            "cold_start": "random" if args.random_start else args.cold,
+            "uncertainty": args.uncertainty,
+            "C": DEFAULT_C if args.C is None else args.C,
+            "test_share": args.test_share,
         }
-        full = float(np.mean([c.full_f1 for c in curves[args.strategies[0]]]))
+        curves = {
+            label: [
+                simulate(X, y, groups, strategy=strategy, seed=seed, **{**base_options, **extra})
+                for seed in range(args.first_seed, args.first_seed + args.seeds)
+            ]
+            for label, (strategy, extra) in zip(labels_of, specs, strict=True)
+        }
+        full = float(np.mean([c.full_f1 for c in curves[labels_of[0]]]))
         classes = ", ".join(f"{c}={int((y == c).sum())}" for c in np.unique(y))
         print(
             f"\n{name}: {len(y)} items ({classes}), X {X.shape[1]}-d, "
             f"full-data macro-F1 {full:.3f} (mean of {args.seeds} group splits), "
             f"{time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}"
         )
-        print(f"  {'strategy':<10} {'labels to 95%, per seed':<30} {'mean':>6} {'median':>7} "
-              f"{'vs random':>10}")  # fmt: skip
+        width = max(10, *(len(label) for label in labels_of))
+        print(f"  {'strategy':<{width}} {'mean':>6} {'median':>7} {'vs random':>10}  "
+              "labels to 95%, per seed")  # fmt: skip
         base = None
-        for strategy in args.strategies:
-            per_seed = [_reached(c, TARGET_SHARE) for c in curves[strategy]]
+        results["sets"][name] = {"full_f1": full, "items": len(y), "strategies": {}}
+        for label in labels_of:
+            per_seed = [_reached(c, TARGET_SHARE) for c in curves[label]]
             values = [v if v is not None else c.labels[-1] for v, c in
-                      zip(per_seed, curves[strategy], strict=True)]  # fmt: skip
+                      zip(per_seed, curves[label], strict=True)]  # fmt: skip
             mean = float(np.mean(values))
             delta = ""
-            if strategy == "random":
+            if label == "random":
                 base = mean
             elif base:
                 saving = 1 - mean / base
-                savings[strategy].append(saving)
+                savings[label].append(saving)
                 delta = f"{-saving:+.0%}"
             shown = " ".join(f">{c.labels[-1]}" if v is None else str(v)
-                             for v, c in zip(per_seed, curves[strategy], strict=True))  # fmt: skip
-            print(
-                f"  {strategy:<10} {shown:<30} {mean:>6.0f} {np.median(values):>7.0f} {delta:>10}"
-            )
+                             for v, c in zip(per_seed, curves[label], strict=True))  # fmt: skip
+            print(f"  {label:<{width}} {mean:>6.0f} {np.median(values):>7.0f} {delta:>10}  {shown}")
+            results["sets"][name]["strategies"][label] = {"per_seed": values, "mean": mean}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
     if args.embed_only or not savings:
         return
     print("\nfewer labels than random, mean over seeds (goal: >= 30% on average, never < -5%)")
+    width = max(10, *(len(label) for label in savings))
     for strategy, values in savings.items():
         if values:
             verdict = "met" if np.mean(values) >= 0.30 and min(values) >= -0.05 else "missed"
             print(
-                f"  {strategy:<10} mean {np.mean(values):.0%}  worst set {min(values):.0%}  "
-                f"per set {' '.join(f'{v:.0%}' for v in values)}  goal {verdict}"
+                f"  {strategy:<{width}} mean {np.mean(values):4.0%}  worst set {min(values):5.0%}"
+                f"  per set {' '.join(f'{v:.0%}' for v in values)}  goal {verdict}"
             )
 
 

@@ -80,10 +80,10 @@ class ProjectDetailApi(APIView):
         approval_min_agreement = serializers.FloatField(min_value=0, max_value=1, required=False)
         max_overlap = serializers.IntegerField(min_value=1, max_value=50, required=False)
         embedding_text = serializers.ChoiceField(
-            choices=["last_reply", "prompt_reply", "conversation"], required=False
+            choices=Project._meta.get_field("embedding_text").choices, required=False
         )
         learning_strategy = serializers.ChoiceField(
-            choices=["entropy", "hybrid", "margin", "least_confidence", "random"], required=False
+            choices=Project._meta.get_field("learning_strategy").choices, required=False
         )
         control_share = serializers.FloatField(min_value=0, max_value=0.5, required=False)
         retrain_every = serializers.IntegerField(min_value=0, max_value=100000, required=False)

@@ -21,6 +21,7 @@ Kind = Literal["choice", "multi_choice", "rating"]
 # Sigmoid calibration is fitted by cross-validation, so each class needs a few examples in
 # every fold; below this the raw logistic probabilities are used.
 MIN_PER_CLASS_TO_CALIBRATE = 3
+DEFAULT_C = 0.1  # see train()
 CALIBRATION_FOLDS = 3
 
 
@@ -91,7 +92,7 @@ def train(
     kind: Kind = "choice",
     classes: Sequence[Any] | None = None,
     seed: int = 0,
-    C: float = 0.1,
+    C: float = DEFAULT_C,
     calibrate: bool | None = None,
 ) -> Model:
     """Fit a class-balanced logistic regression.

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STRATEGIES = ("random", "entropy", "margin", "least_confidence", "hybrid")
+STRATEGIES = ("random", "entropy", "margin", "least_confidence", "hybrid", "badge")
 
 _EPS = 1e-12
 KMEANS_FIT_SAMPLE = 20_000  # rows k-means fits on; the rest are assigned to the centres
+# The cold start's few centres need fewer rows: 5,000 keep it at ~1 s more at 100k items.
+COLD_START_FIT_SAMPLE = 5_000
 
 
 def _probs(probs: np.ndarray) -> np.ndarray:
@@ -193,6 +195,10 @@ def priorities(
     if strategy == "random" or probs is None:
         n = _count(probs, X, clusters)
         return np.random.default_rng(seed).random(n)
+    if strategy == "badge":
+        if X is None:
+            raise ValueError("the badge strategy needs X")
+        return badge_priorities(probs, X, seed=seed)
     if strategy != "hybrid":
         return UNCERTAINTY[strategy](probs)
     return hybrid_priorities(
@@ -262,9 +268,16 @@ def cold_start(X: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     from sklearn.exceptions import ConvergenceWarning
 
-    with warnings.catch_warnings():
+    fit_rows = U
+    if U.shape[0] > COLD_START_FIT_SAMPLE:  # centres from a sample; any row can be picked
+        pick = np.random.default_rng(seed).choice(U.shape[0], COLD_START_FIT_SAMPLE, replace=False)
+        fit_rows = U[np.sort(pick)]
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # duplicates: fewer real centres
-        centres = KMeans(n_clusters=n, random_state=seed, n_init=1).fit(U).cluster_centers_
+        km = KMeans(n_clusters=n, random_state=seed, n_init=1).fit(fit_rows)
+        centres = km.cluster_centers_
     # ||u − c||² = |u|² − 2u·c + |c|²; |u| = 1 for every row, so only the last two terms matter.
     distances = (centres**2).sum(axis=1)[None, :] - 2.0 * (U @ centres.T)
     chosen: list[int] = []
@@ -276,3 +289,310 @@ def cold_start(X: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
         taken[best] = True
         chosen.append(best)
     return np.array(chosen, dtype=np.int64)
+
+
+# --- Batch selection (the replay in simulate.py and the product's queue use the same functions).
+
+BATCH_STRATEGIES = (
+    "badge",
+    "badge_density",
+    "badge_balanced",
+    "badge_top",
+    "badge_local",
+    "density",
+    "balanced",
+    "coreset",
+)
+
+
+def gradient_embedding(
+    probs: np.ndarray, X: np.ndarray, class_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """BADGE's gradient embedding for a softmax/logistic model: (p − onehot(ŷ)) ⊗ x per row.
+
+    It is the gradient of the loss with respect to the last layer if the predicted class ŷ were
+    the label: its length grows with uncertainty (1 − p(ŷ)) and with the item's own norm, and its
+    direction tells which item and which class it would move. A binary problem keeps one column
+    (the other is its negative and adds nothing to distances). ``class_weights`` (one per
+    column) scale each row by its predicted class's weight, as a class-balanced loss does.
+    """
+    probs = _probs(probs)
+    X = np.asarray(X, dtype=np.float32)
+    residual = probs.copy()
+    predicted = probs.argmax(axis=1)
+    residual[np.arange(probs.shape[0]), predicted] -= 1.0
+    if class_weights is not None:
+        residual *= np.asarray(class_weights, dtype=np.float64)[predicted][:, None]
+    if residual.shape[1] == 2:
+        residual = residual[:, 1:]
+    residual = residual.astype(np.float32)
+    return (residual[:, :, None] * X[:, None, :]).reshape(X.shape[0], -1)
+
+
+def kmeans_pp(E: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of ``n`` rows by k-means++ seeding: the longest row first, then each next row
+    with probability ∝ its squared distance to the nearest row picked so far. Far-apart, long
+    (uncertain) rows win, but not deterministically the same outliers every time."""
+    E = np.asarray(E, dtype=np.float32)
+    m = E.shape[0]
+    n = max(0, min(int(n), m))
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    squared = (E**2).sum(axis=1).astype(np.float64)
+    picked = [int(np.argmax(squared))]
+    taken = np.zeros(m, dtype=bool)
+    taken[picked[0]] = True
+    nearest = np.maximum(squared - 2.0 * (E @ E[picked[0]]) + squared[picked[0]], 0.0)
+    while len(picked) < n:
+        weights = np.where(taken, 0.0, nearest)
+        total = weights.sum()
+        if total > 0:
+            index = int(rng.choice(m, p=weights / total))
+        else:  # every free row coincides with a picked one: any will do
+            free = np.flatnonzero(~taken)
+            index = int(free[rng.integers(free.size)])
+        taken[index] = True
+        picked.append(index)
+        distance = np.maximum(squared - 2.0 * (E @ E[index]) + squared[index], 0.0)
+        nearest = np.minimum(nearest, distance)
+    return np.asarray(picked, dtype=np.int64)
+
+
+def badge_batch(
+    probs: np.ndarray,
+    X: np.ndarray,
+    size: int,
+    seed: int = 0,
+    *,
+    density_weight: float = 0.0,
+    class_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """BADGE (Ash et al. 2020) for a linear model: k-means++ seeding over gradient embeddings,
+    so a batch is both uncertain (long gradients) and diverse (different directions).
+
+    ``density_weight`` > 0 scales each gradient by density**density_weight first, so typical
+    uncertain items beat uncertain outliers (whose long gradients k-means++ otherwise favours).
+    """
+    E = gradient_embedding(probs, X, class_weights)
+    if density_weight:
+        E = E * (density(X) ** density_weight).astype(np.float32)[:, None]
+    return kmeans_pp(E, size, seed)
+
+
+def density_batch(
+    uncertainty: np.ndarray, X: np.ndarray, size: int, *, weight: float = 1.0
+) -> np.ndarray:
+    """Information density (Settles & Craven 2008): the top items by uncertainty ×
+    density**weight, so typical uncertain items come before uncertain outliers."""
+    scores = np.asarray(uncertainty, dtype=np.float64) * density(X) ** weight
+    return np.argsort(-scores, kind="stable")[: max(0, int(size))]
+
+
+def balanced_batch(probs: np.ndarray, uncertainty: np.ndarray, size: int) -> np.ndarray:
+    """Round-robin over the predicted classes, most uncertain of each first: every class the
+    model knows gets items in every batch, so rare classes (which macro-F1 weighs like the big
+    ones) are not starved by an uncertainty ranking dominated by the majority class."""
+    probs = _probs(probs)
+    return diverse_batch(uncertainty, probs.argmax(axis=1), size)
+
+
+def coreset_batch(
+    uncertainty: np.ndarray,
+    X: np.ndarray,
+    size: int,
+    *,
+    labelled_X: np.ndarray | None = None,
+    candidates: float = 3.0,
+) -> np.ndarray:
+    """Greedy k-centre (core-set, Sener & Savarese 2018) within the ``candidates`` × size most
+    uncertain items: each pick is the candidate farthest (cosine) from everything labelled or
+    picked so far, so the batch covers the uncertain region instead of one corner of it."""
+    scores = np.asarray(uncertainty, dtype=np.float64)
+    size = max(0, min(int(size), scores.shape[0]))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argsort(-scores, kind="stable")[: max(size, int(candidates * size))]
+    U = _unit_rows(np.asarray(X)[top])
+    if labelled_X is not None and len(labelled_X):
+        nearest = (1.0 - U @ _unit_rows(labelled_X).T).min(axis=1)
+    else:
+        nearest = np.full(top.size, np.inf)
+    picked: list[int] = []
+    for _ in range(size):
+        distance = nearest.copy()
+        distance[picked] = -np.inf
+        best = int(np.argmax(distance))
+        picked.append(best)
+        nearest = np.minimum(nearest, 1.0 - U @ U[best])
+    return top[np.asarray(picked, dtype=np.int64)]
+
+
+def select_batch(
+    strategy: str,
+    probs: np.ndarray,
+    X: np.ndarray,
+    size: int,
+    *,
+    seed: int = 0,
+    uncertainty: str = "entropy",
+    labelled_X: np.ndarray | None = None,
+    candidates: float = 3.0,
+    density_weight: float = 1.0,
+    class_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """Indices (into the rows of ``probs`` / ``X``) of the next ``size`` items to label."""
+    score = UNCERTAINTY[uncertainty](probs)
+    if strategy == "badge":
+        # The product's order (badge_priorities) cut to one batch: what a rater would be served.
+        order = badge_priorities(probs, X, density_weight=density_weight, ordered=size, seed=seed)
+        return np.argsort(-order, kind="stable")[: max(0, int(size))]
+    if strategy == "badge_local":
+        clusters = kmeans_clusters(X, max(2, int(np.sqrt(len(X) / 10))), seed)
+        order = badge_priorities(
+            probs, X, density_weight=density_weight, ordered=size, seed=seed, clusters=clusters
+        )
+        return np.argsort(-order, kind="stable")[: max(0, int(size))]
+    if strategy == "badge_density":
+        return badge_batch(probs, X, size, seed, density_weight=density_weight)
+    if strategy == "badge_balanced":
+        return badge_batch(
+            probs, X, size, seed, density_weight=density_weight, class_weights=class_weights
+        )
+    if strategy == "badge_top":
+        # BADGE within the candidates × size items with the best uncertainty × density.
+        scores = score * density(X) ** density_weight
+        top = np.argsort(-scores, kind="stable")[: max(int(size), int(candidates * size))]
+        probs_top = _probs(probs)[top]
+        return top[badge_batch(probs_top, np.asarray(X)[top], size, seed)]
+    if strategy == "density":
+        return density_batch(score, X, size, weight=density_weight)
+    if strategy == "balanced":
+        return balanced_batch(probs, score, size)
+    if strategy == "coreset":
+        return coreset_batch(score, X, size, labelled_X=labelled_X, candidates=candidates)
+    if strategy in ("hybrid", "diverse"):
+        if strategy == "hybrid":
+            score = score * density(X) ** density_weight
+        return hybrid_batch(score, X, size, candidates, seed)
+    if strategy in UNCERTAINTY:
+        return np.argsort(-UNCERTAINTY[strategy](probs), kind="stable")[: max(0, int(size))]
+    raise ValueError(f"unknown batch strategy {strategy!r}")
+
+
+def cold_start_kmeans_pp(X: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """A first batch by k-means++ seeding on unit rows: spread out like k-means centres, but
+    with the randomness that keeps it from always picking the same few typical items."""
+    return kmeans_pp(_unit_rows(X), n, seed)
+
+
+def balanced_class_weights(labels: Sequence[object], classes: Sequence[object]) -> np.ndarray:
+    """scikit-learn's "balanced" weights n / (k · count) per class of ``classes`` (in order),
+    from the labels seen so far; a class not seen yet gets the largest weight seen."""
+    labels = list(labels)
+    counts = np.array([sum(1 for label in labels if label == c) for c in classes], dtype=float)
+    seen = counts > 0
+    weights = np.ones(len(classes))
+    if seen.any():
+        weights[seen] = len(labels) / (seen.sum() * counts[seen])
+        weights[~seen] = weights[seen].max()
+    return weights
+
+
+def cold_start_cluster_count(items: int) -> int:
+    """Regions of the product's cold-start order: many small ones, up to 50, so the first labels
+    cover the pool."""
+    return max(2, min(50, items // 5))
+
+
+def spread_order(X: np.ndarray) -> np.ndarray:
+    """A farthest-first walk over the rows (cosine): the most central row first, then each
+    time the row farthest from those already walked, so every prefix covers the set."""
+    U = _unit_rows(X)
+    n = U.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    first = int(np.argmax(U @ U.mean(axis=0)))
+    order = [first]
+    nearest = 1.0 - U @ U[first]
+    nearest[first] = -np.inf
+    for _ in range(n - 1):
+        index = int(np.argmax(nearest))
+        order.append(index)
+        nearest = np.minimum(nearest, 1.0 - U @ U[index])
+        nearest[order] = -np.inf
+    return np.asarray(order, dtype=np.int64)
+
+
+def cold_start_order(X: np.ndarray, first: int = 0, seed: int = 0) -> np.ndarray:
+    """The product's order before any model (indices, first served first).
+
+    The ``first`` items are cold_start's (nearest to ``first`` k-means centres: the replay's
+    default first batch, so size it to the retraining interval); then k-means regions
+    round-robin, each region's most central item first, so later labels keep covering the pool.
+    """
+    n = np.asarray(X).shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    head = cold_start(X, first, seed) if first else np.zeros(0, dtype=np.int64)
+    head = head[spread_order(np.asarray(X)[head])]  # any prefix of the head is spread out too
+    clusters = kmeans_clusters(X, k=cold_start_cluster_count(n), seed=seed)
+    order = np.argsort(-cold_start_priorities(X, clusters, seed=seed), kind="stable")
+    return np.concatenate([head, order[~np.isin(order, head)]])
+
+
+BADGE_DENSITY_WEIGHT = 0.5  # measured best of 0, 0.5, 1 and 2 (bench/learning/efficiency.py)
+BADGE_POOL = 4000  # the rows with the longest gradients that k-means++ picks from
+BADGE_ORDERED = 100  # queue positions laid out by k-means++; the rest by gradient length
+
+
+def badge_priorities(
+    probs: Sequence[np.ndarray] | np.ndarray,
+    X: np.ndarray,
+    *,
+    density_weight: float = BADGE_DENSITY_WEIGHT,
+    ordered: int = BADGE_ORDERED,
+    pool: int = BADGE_POOL,
+    seed: int = 0,
+    candidates: np.ndarray | None = None,
+    clusters: np.ndarray | None = None,
+) -> np.ndarray:
+    """The product's "badge" order, one float per item (higher = serve first, in (0, 1]).
+
+    ``probs``: one probability matrix per trained question (or one matrix). Each item's
+    gradient embedding (one block per question, see gradient_embedding) is scaled by
+    density**density_weight; the first ``ordered`` queue positions are a k-means++ sequence
+    over those embeddings (so any 10 consecutive items are the batch BADGE would pick), the
+    rest follow by gradient length. Only the ``pool`` longest gradients are candidates for the
+    k-means++ part, which bounds memory at 100k items. ``candidates`` (a boolean mask) limits
+    the k-means++ part to the rows still to label, so labelled ones take no place in a batch.
+    """
+    matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
+    X = np.asarray(X, dtype=np.float32)
+    n = X.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    # With ``clusters``, density is local: similarity to the item's own cluster centre.
+    weight = density(X, clusters, seed=seed) ** density_weight if density_weight else np.ones(n)
+    row_norm = np.linalg.norm(X, axis=1)
+    length = np.zeros(n)
+    for matrix in matrices:
+        residual = _probs(matrix).copy()
+        residual[np.arange(n), residual.argmax(axis=1)] -= 1.0
+        if residual.shape[1] == 2:
+            residual = residual[:, 1:]
+        length += (residual**2).sum(axis=1)
+    length = np.sqrt(length) * row_norm * weight
+    by_length = np.argsort(-length, kind="stable")
+    eligible = by_length if candidates is None else by_length[np.asarray(candidates)[by_length]]
+    if eligible.size == 0:
+        eligible = by_length
+    top = eligible[: max(1, min(int(pool), eligible.size))]
+    E = np.concatenate([gradient_embedding(m[top], X[top]) for m in matrices], axis=1)
+    E *= weight[top].astype(np.float32)[:, None]
+    head = top[kmeans_pp(E, min(int(ordered), top.size), seed)]
+    rest = by_length[~np.isin(by_length, head)]
+    order = np.concatenate([head, rest])
+    result = np.empty(n)
+    result[order] = (n - np.arange(n)) / n
+    return result

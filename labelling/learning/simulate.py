@@ -46,14 +46,19 @@ def _fit_score(
     test_idx: np.ndarray,
     classes: list,
     seed: int,
+    C: float = classifiers.DEFAULT_C,
 ) -> tuple[classifiers.Model, float]:
     # No calibration here: it triples training time and, being monotone per class, barely
     # changes which items look uncertain.
     model = classifiers.train(
-        X[train_idx], y[train_idx], classes=classes, seed=seed, calibrate=False
+        X[train_idx], y[train_idx], classes=classes, seed=seed, calibrate=False, C=C
     )
     predicted = classifiers.predict(model, X[test_idx])
     return model, classifiers.macro_f1(y[test_idx], predicted)
+
+
+COLD_STARTS = ("kmeans", "kmeans_pp", "clusters", "random")
+DEFAULT_DENSITY = {"badge": sampling.BADGE_DENSITY_WEIGHT}  # others: 1.0
 
 
 def simulate(
@@ -64,48 +69,59 @@ def simulate(
     strategy: str,
     seed: int,
     batch: int = 20,
-    start: int = 20,
+    start: int | None = None,
     test_share: float = 0.2,
     budget: int | None = None,
     stop_share: float | None = None,
     candidates: float = 3.0,
-    density_weight: float = 1.0,
+    density_weight: float | None = None,
     random_share: float = 0.0,
-    cold_start: bool = True,
+    cold_start: bool | str = True,
+    uncertainty: str = "entropy",
+    C: float = classifiers.DEFAULT_C,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
-    The test set is a group-wise split (the control slice's role). Model strategies start from
-    ``cold_start`` (k-means centres) unless ``cold_start`` is False; "random" starts from a
-    random batch. ``budget`` caps the
+    The test set is a group-wise split (the control slice's role). "random" starts from a random
+    batch of ``start`` items (default: one batch); model strategies start from ``cold_start``:
+    "kmeans" (True: the items nearest to ``start`` k-means centres, the head of the product's
+    cold-start order, sampling.cold_start_order), "kmeans_pp" (k-means++ seeding), "clusters"
+    (that order without its head: k-means regions round-robin) or "random" (False).
+    ``density_weight`` None: the strategy's own (badge 0.5, others 1). ``budget`` caps the
     labels (default: the whole pool); ``stop_share`` stops once F1 ≥ stop_share × full-data F1.
-    Hybrid picks each batch from the ``candidates`` × batch most uncertain (density-weighted)
-    items, one per k-means cluster of those candidates, so a batch does not repeat itself;
-    "diverse" does the same without the density weight.
+    Each later batch comes from ``sampling.select_batch``, the functions the product's queue
+    uses ("badge" is sampling.badge_priorities cut to one batch), with ``uncertainty``
+    (entropy, margin or least_confidence) as the uncertainty score; ``random_share`` of each
+    batch is drawn at random instead.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
+    if density_weight is None:
+        density_weight = DEFAULT_DENSITY.get(strategy, 1.0)
     classes = np.unique(y).tolist()
     pool, test = group_split(groups, test_share, seed)
     curve = Curve(strategy=strategy, seed=seed)
-    _, curve.full_f1 = _fit_score(X, y, pool, test, classes, seed)
+    _, curve.full_f1 = _fit_score(X, y, pool, test, classes, seed, C)
     budget = pool.size if budget is None else min(budget, pool.size)
+    start = batch if start is None else start
     rng = np.random.default_rng(seed)
 
-    if strategy == "random" or not cold_start:
-        labelled = list(pool[rng.permutation(pool.size)[: min(start, budget)]])
+    cold = {True: "kmeans", False: "random"}.get(cold_start, cold_start)  # type: ignore[call-overload]
+    if cold not in COLD_STARTS:
+        raise ValueError(f"unknown cold start {cold_start!r}; use one of {COLD_STARTS}")
+    first = min(start, budget)
+    if strategy == "random" or cold == "random":
+        labelled = list(pool[rng.permutation(pool.size)[:first]])
+    elif cold == "clusters":
+        labelled = list(pool[sampling.cold_start_order(X[pool], first=0, seed=seed)[:first]])
+    elif cold == "kmeans_pp":
+        labelled = list(pool[sampling.cold_start_kmeans_pp(X[pool], first, seed)])
     else:
-        labelled = list(pool[sampling.cold_start(X[pool], min(start, budget), seed)])
-    pool_density = sampling.density(X[pool]) ** density_weight if strategy == "hybrid" else None
-    density_of = (
-        dict(zip(pool.tolist(), pool_density.tolist(), strict=True))
-        if pool_density is not None
-        else {}
-    )
+        labelled = list(pool[sampling.cold_start(X[pool], first, seed)])
 
     while True:
         taken = np.asarray(labelled)
-        model, f1 = _fit_score(X, y, taken, test, classes, seed)
+        model, f1 = _fit_score(X, y, taken, test, classes, seed, C)
         curve.labels.append(len(labelled))
         curve.f1.append(f1)
         if len(labelled) >= budget:
@@ -123,17 +139,21 @@ def simulate(
             size -= explore
         if strategy == "random" or size <= 0:
             chosen = rest[rng.permutation(rest.size)[:size]]
-        elif strategy in ("hybrid", "diverse"):
-            probs = classifiers.predict_proba(model, X[rest])
-            scores = sampling.entropy(probs)
-            if strategy == "hybrid":
-                scores = scores * np.array([density_of[i] for i in rest.tolist()])
-            chosen = rest[sampling.hybrid_batch(scores, X[rest], size, candidates, seed)]
         else:
-            scores = sampling.priorities(
-                classifiers.predict_proba(model, X[rest]), strategy=strategy
-            )
-            chosen = rest[np.argsort(-scores, kind="stable")[:size]]
+            chosen = rest[
+                sampling.select_batch(
+                    strategy,
+                    classifiers.predict_proba(model, X[rest]),
+                    X[rest],
+                    size,
+                    seed=seed + len(labelled),
+                    uncertainty=uncertainty,
+                    labelled_X=X[taken],
+                    candidates=candidates,
+                    density_weight=density_weight,
+                    class_weights=sampling.balanced_class_weights(y[taken].tolist(), classes),
+                )
+            ]
         if explore:
             chosen = np.concatenate([chosen, randoms])
         labelled.extend(chosen.tolist())

@@ -26,6 +26,7 @@ from labelling.services.runs import run_execute, run_request
 log = logging.getLogger(__name__)
 
 MIN_LABELS = 10  # per question, before a classifier is worth training
+DEFAULT_BATCH = 10  # the cold start's and badge's batch when a project retrains only on demand
 MIN_CONTROL = 5  # labelled control items needed to report a score
 TRAINED_TYPES = ("choice", "rating")
 # The submit path asks for a check on every CHECK_EVERY-th annotation (by id): no query and
@@ -90,9 +91,16 @@ def _cluster_count(items: int) -> int:
     return max(2, min(50, int(np.sqrt(items / 10))))
 
 
-def _cold_start_cluster_count(items: int) -> int:
-    # Before a model the first labels should cover the pool: many small regions, up to 50.
-    return max(2, min(50, items // 5))
+def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
+    """One probability matrix per softmax: a choice or rating question's own, and one binary
+    column per label of a multi_choice question (each label is its own logistic model)."""
+    inputs: list[np.ndarray] = []
+    for key, model in models.items():
+        if model.kind == "multi_choice":
+            inputs.extend(probs[key][:, column] for column in range(probs[key].shape[1]))
+        else:
+            inputs.append(probs[key])
+    return inputs
 
 
 def _dataset(project: Project):
@@ -246,8 +254,9 @@ def _train(run: TrainingRun) -> None:
         models[question.key] = model
         probs[question.key] = classifiers.predict_proba(model, X)
         if strategy != "random":
-            # Hybrid mixes in density and clusters once, over the questions' mean entropy.
-            per_question = "entropy" if strategy == "hybrid" else strategy
+            # Hybrid mixes in density and clusters once, over the questions' mean entropy;
+            # badge orders by the probabilities themselves (below) and ignores this sum.
+            per_question = strategy if strategy in sampling.UNCERTAINTY else "entropy"
             uncertainty += sampling.priorities(probs[question.key], strategy=per_question)
         trained += 1
         entry = {"trained": True, "labels": len(train_y)}
@@ -262,7 +271,17 @@ def _train(run: TrainingRun) -> None:
     lap("train")
     rng = np.random.default_rng(run.pk)
     use_model = trained and strategy != "random"
-    if use_model and strategy != "hybrid":
+    batch = project.retrain_every or DEFAULT_BATCH  # labels between two runs: one "batch"
+    if use_model and strategy == "badge":
+        # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
+        # embeddings): the next `batch` items served are the batch BADGE would pick, among the
+        # items still to label. The replay in learning/simulate.py uses the same function.
+        to_label = ~control & ~np.array([bool(c) for c in consensus], dtype=bool)
+        priority = sampling.badge_priorities(
+            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label,
+            ordered=max(sampling.BADGE_ORDERED, 2 * batch),
+        )  # fmt: skip
+    elif use_model and strategy != "hybrid":
         priority = uncertainty / trained
     elif use_model:
         clusters = sampling.kmeans_clusters(X, k=_cluster_count(len(ids)), seed=run.pk)
@@ -270,11 +289,14 @@ def _train(run: TrainingRun) -> None:
             uncertainty / trained, X=X, clusters=clusters, seed=run.pk
         )
     elif len(ids) and strategy != "random":
-        # Cold start, before the first model: k-means regions served round-robin, the most
-        # central item of each first, so the first labels cover the pool instead of one
-        # source or topic (and give the first model every kind of item to learn from).
-        clusters = sampling.kmeans_clusters(X, k=_cold_start_cluster_count(len(ids)), seed=run.pk)
-        priority = sampling.cold_start_priorities(X, clusters, seed=run.pk)
+        # Cold start, before the first model: the items nearest to k-means centres (one
+        # batch's worth, as in the replay), then k-means regions round-robin, the most central
+        # item of each first, so the first labels cover the pool instead of one source or
+        # topic (and give the first model every kind of item to learn from).
+        rows = np.flatnonzero(~control) if (~control).any() else np.arange(len(ids))
+        order = sampling.cold_start_order(X[rows], first=min(batch, rows.size), seed=run.pk)
+        priority = np.zeros(len(ids))
+        priority[rows[order]] = (rows.size - np.arange(rows.size)) / rows.size
     else:
         # Random by choice; never the import order, which would serve one source first.
         priority = rng.random(len(ids))

@@ -6,17 +6,29 @@ import numpy as np
 import pytest
 
 from labelling.learning.sampling import (
+    BATCH_STRATEGIES,
+    badge_batch,
+    badge_priorities,
+    balanced_batch,
+    balanced_class_weights,
     cold_start,
+    cold_start_order,
     cold_start_priorities,
     control_slice,
+    coreset_batch,
     density,
+    density_batch,
     diverse_batch,
     entropy,
+    gradient_embedding,
     hybrid_batch,
     kmeans_clusters,
+    kmeans_pp,
     least_confidence,
     margin,
     priorities,
+    select_batch,
+    spread_order,
 )
 from labelling.learning.simulate import group_split, labels_to_reach, simulate
 
@@ -204,3 +216,111 @@ def test_kmeans_on_a_big_pool_fits_a_sample_and_assigns_every_row():
     # Each blob is exactly one cluster, the rows outside the sample included.
     pairs = set(zip(truth.tolist(), clusters.tolist(), strict=True))
     assert len(pairs) == 4 and len({c for _, c in pairs}) == 4
+
+
+def test_gradient_embedding_is_zero_for_certain_rows_and_grows_with_uncertainty():
+    X = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    probs = np.array([[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [0.4, 0.3, 0.3]])
+    E = gradient_embedding(probs, X)
+    assert E.shape == (3, 6)  # one block of len(x) per class
+    assert np.allclose(E[0], 0.0)
+    # (p − onehot(argmax)) ⊗ x: the predicted class's block is (p − 1)·x.
+    assert np.allclose(E[1].reshape(3, 2), [[0.0, -1.0], [0.0, 0.6], [0.0, 0.4]])
+    # Binary problems keep one column; class weights scale by the predicted class.
+    binary = gradient_embedding(np.array([0.9, 0.5]), np.ones((2, 2)))
+    assert binary.shape == (2, 2) and np.allclose(binary[0], -0.1)
+    weighted = gradient_embedding(probs, X, class_weights=np.array([2.0, 1.0, 1.0]))
+    assert np.allclose(weighted[1], 2 * E[1])
+
+
+def test_kmeans_pp_starts_from_the_longest_row_and_spreads_over_blobs():
+    rng = np.random.default_rng(4)
+    truth = np.repeat(np.arange(4), 30)
+    X = 50 * np.eye(8)[truth] + rng.normal(size=(120, 8))  # far-apart blobs
+    longest = int(np.argmax((X**2).sum(axis=1)))
+    picked = kmeans_pp(X, 4, seed=0)
+    assert picked[0] == longest
+    assert len(set(picked.tolist())) == 4
+    assert sorted(truth[picked].tolist()) == [0, 1, 2, 3]
+    assert kmeans_pp(X, 0).size == 0
+    assert sorted(kmeans_pp(np.zeros((3, 2)), 3).tolist()) == [0, 1, 2]  # all rows coincide
+
+
+def test_badge_batch_takes_uncertain_items_from_different_regions():
+    X, truth = blobs(n_per=20, centres=4, seed=3)
+    probs = np.tile([0.99, 0.01], (len(X), 1))
+    probs[truth == 0] = [0.5, 0.5]  # two uncertain blobs, two the model is sure about
+    probs[truth == 1] = [0.55, 0.45]
+    batch = badge_batch(probs, X, 4, seed=0)
+    assert len(set(batch.tolist())) == 4
+    # Both uncertain regions; a sure row is at most one pick (they all sit near the origin).
+    assert {0, 1} <= set(truth[batch]) and np.isin(truth[batch], [0, 1]).sum() >= 3
+    # A density weight keeps the picks but favours typical rows; it never breaks the batch.
+    assert set(truth[badge_batch(probs, X, 4, seed=0, density_weight=0.5)]) <= {0, 1, 2, 3}
+
+
+def test_badge_priorities_lay_out_a_badge_batch_then_the_rest_by_gradient_length():
+    X, truth = blobs(n_per=20, centres=4, seed=3)
+    probs = np.tile([0.99, 0.01], (len(X), 1))
+    probs[truth == 0] = [0.5, 0.5]
+    probs[truth == 1] = [0.55, 0.45]
+    values = badge_priorities(probs, X, ordered=4, seed=0, density_weight=0.0)
+    assert values.shape == (len(X),) and values.max() == 1.0 and values.min() > 0
+    assert len(set(values.tolist())) == len(X)  # a strict order
+    head = np.argsort(-values)[:4]
+    assert {0, 1} <= set(truth[head]) and np.isin(truth[head], [0, 1]).sum() >= 3
+    # Rows that are already labelled take no place in the k-means++ head.
+    candidates = truth != 0
+    head = np.argsort(-badge_priorities(probs, X, ordered=4, candidates=candidates))[:4]
+    assert not set(truth[head]) & {0}
+    # Several questions: one matrix each (a 1-D column is a binary label's probability).
+    both = badge_priorities([probs, probs[:, 1]], X, ordered=4, seed=0)
+    assert both.shape == (len(X),)
+    assert priorities(probs, strategy="badge", X=X).shape == (len(X),)
+    with pytest.raises(ValueError):
+        priorities(probs, strategy="badge")
+
+
+def test_density_balanced_and_coreset_batches():
+    X = np.array([[1.0, 0.0], [0.99, 0.1], [0.98, -0.1], [-1.0, 0.0]])
+    uncertainty = np.array([0.5, 0.5, 0.5, 0.6])
+    assert 3 not in density_batch(uncertainty, X, 2).tolist()  # an outlier loses to typical
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.4, 0.6]])
+    assert sorted(balanced_batch(probs, uncertainty, 2).tolist()) == [0, 3]  # both classes
+    picked = coreset_batch(np.array([0.9, 0.8, 0.7, 0.1]), X, 2, candidates=2)
+    assert set(picked.tolist()) <= {0, 1, 2, 3} and len(set(picked.tolist())) == 2
+    # With the first item labelled, the farthest candidate wins.
+    far = coreset_batch(np.ones(4), X, 1, labelled_X=X[:1], candidates=4)
+    assert far.tolist() == [3]
+    for strategy in (*BATCH_STRATEGIES, "hybrid", "diverse", "entropy", "margin"):
+        chosen = select_batch(strategy, probs, X, 2, class_weights=np.ones(2))
+        assert len(set(chosen.tolist())) == 2, strategy
+    with pytest.raises(ValueError):
+        select_batch("nonsense", probs, X, 2)
+
+
+def test_balanced_class_weights_follow_sklearn_and_favour_unseen_classes():
+    weights = balanced_class_weights(["a", "a", "a", "b"], ["a", "b", "c"])
+    assert weights == pytest.approx([4 / 6, 2.0, 2.0])
+    assert balanced_class_weights([], ["a", "b"]) == pytest.approx([1.0, 1.0])
+
+
+def test_the_cold_start_order_serves_the_kmeans_centres_first_spread_out():
+    X, truth = blobs(n_per=25, centres=4, seed=6)
+    order = cold_start_order(X, first=4, seed=0)
+    assert sorted(order.tolist()) == list(range(len(X)))  # every item, once
+    assert sorted(order[:4].tolist()) == sorted(cold_start(X, 4, seed=0).tolist())
+    assert sorted(truth[order[:4]].tolist()) == [0, 1, 2, 3]
+    walk = spread_order(X[:10])
+    assert sorted(walk.tolist()) == list(range(10))
+
+
+@pytest.mark.parametrize("cold", ["kmeans", "kmeans_pp", "clusters", "random"])
+def test_simulate_replays_the_product_badge_order_from_each_cold_start(cold):
+    X, truth = blobs(n_per=40, centres=6, dim=10, seed=2)
+    y = np.array(["a", "b", "c"])[truth % 3]
+    groups = np.arange(y.size) // 2
+    curve = simulate(X, y, groups, strategy="badge", seed=0, batch=10, budget=60, cold_start=cold)
+    assert curve.labels == [10, 20, 30, 40, 50, 60]
+    with pytest.raises(ValueError):
+        simulate(X, y, groups, strategy="badge", seed=0, batch=10, budget=20, cold_start="x")
