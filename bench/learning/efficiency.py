@@ -203,10 +203,30 @@ def embed(name: str, rows: list[dict], max_items: int = MAX_ITEMS) -> np.ndarray
     return vectors
 
 
-def model_inputs(name: str, vectors: np.ndarray) -> np.ndarray:
+def embed_as_product(name: str, rows: list[dict], max_items: int = MAX_ITEMS) -> np.ndarray:
+    """One vector per item of the text the product embeds by default (item_text, prompt_reply:
+    the prompt's end and the reply in one text), as training runs see them today."""
+    from labelling.learning.texts import item_text
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    suffix = "" if max_items == MAX_ITEMS else f"_{max_items}"
+    cache = CACHE_DIR / f"emb_{name}{suffix}_product.npy"
+    if cache.exists():
+        cached = np.load(cache)
+        if cached.shape[0] == len(rows):
+            return cached
+    started = time.perf_counter()
+    vectors = _encoder().encode([item_text(row["messages"], None) for row in rows])
+    print(f"  embedded {name} as the product: {len(rows)} items in "
+          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    np.save(cache, vectors.astype(np.float32))
+    return vectors
+
+
+def model_inputs(name: str, vectors: np.ndarray, texts: str = "pair") -> np.ndarray:
     from labelling.learning.classifiers import features
 
-    if not SETS[name][2]:
+    if texts == "product" or not SETS[name][2]:
         return vectors
     half = vectors.shape[1] // 2
     return features(vectors[:, :half], vectors[:, half:])
@@ -278,6 +298,13 @@ def main() -> None:
     parser.add_argument("--test-share", type=float, default=0.5)
     parser.add_argument("--max-items", type=int, default=MAX_ITEMS, help="rows per set")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--texts",
+        choices=["pair", "product"],
+        default="pair",
+        help="pair: prompt and reply embedded apart, [p, r, p*r, |p-r|]; product: the one "
+        "prompt_reply text per item that training runs use today",
+    )
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
     if not args.embed_only:
@@ -290,10 +317,13 @@ def main() -> None:
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     for name in args.sets:
         rows, y, groups = load(name, args.max_items)
-        vectors = embed(name, rows, args.max_items)
+        if args.texts == "product":
+            vectors = embed_as_product(name, rows, args.max_items)
+        else:
+            vectors = embed(name, rows, args.max_items)
         if args.embed_only:
             continue
-        X = model_inputs(name, vectors)
+        X = model_inputs(name, vectors, args.texts)
         started = time.perf_counter()
         # Each seed has its own group split and so its own full-data reference; a replay stops
         # at the first round reaching 95% of it (a seed that never does counts as the pool).
