@@ -361,3 +361,27 @@ def test_a_token_scoped_to_another_project_cannot_submit_or_lease(api, rater, qu
     assert token_client(other_key).post(f"/api/v1/projects/{queue.slug}/next/").status_code == 404
     assert token_client(other_key).post(path, body, format="json").status_code == 404
     assert token_client(own_key).post(path, body, format="json").status_code == 201
+
+
+def test_old_project_totals_are_counted_again_by_one_request_while_others_use_them(
+    queue, django_assert_num_queries, monkeypatch
+):
+    from django.core.cache import cache
+
+    from labelling.selectors import assignments as selectors
+
+    assert selectors.project_totals(project=queue) == {"items": 3, "complete": 0}
+    items_import(project=queue, stream=jsonl(chat("c4")), fmt="jsonl")
+    with django_assert_num_queries(0):  # fresh figures are shared
+        assert selectors.project_totals(project=queue)["items"] == 3
+
+    later = selectors.time.time() + selectors.PROJECT_TOTALS_TTL + 1
+    monkeypatch.setattr(selectors.time, "time", lambda: later)
+    cache.add(f"project-totals:{queue.pk}:counting", 1)  # another request is counting
+    with django_assert_num_queries(0):
+        assert selectors.project_totals(project=queue)["items"] == 3
+    cache.delete(f"project-totals:{queue.pk}:counting")  # it gave up (a crash, a timeout)
+    with django_assert_num_queries(1):  # this one counts
+        assert selectors.project_totals(project=queue)["items"] == 4
+    with django_assert_num_queries(0):
+        assert selectors.project_totals(project=queue)["items"] == 4

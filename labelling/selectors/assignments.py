@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -53,14 +54,22 @@ PROJECT_TOTALS_TTL = 15  # seconds; the queue asks for progress with every item
 
 def project_totals(*, project: Project) -> dict[str, int]:
     """Items and items with all their ratings. Counting a million rows takes a while, so the
-    figures are shared for a few seconds rather than counted on every `next`."""
+    figures are shared for a few seconds rather than counted on every `next`; once they are
+    older, one request counts again while the others keep answering with the old figures (if
+    every request that found them old counted, fifty raters would pile up behind the count)."""
     key = f"project-totals:{project.pk}"
-    totals = cache.get(key)
-    if totals is None:
-        totals = Item.objects.filter(project=project).aggregate(
-            items=Count("pk"), complete=Count("pk", filter=Q(ratings__gte=F("target")))
-        )
-        cache.set(key, totals, PROJECT_TOTALS_TTL)
+    cached = cache.get(key)  # (totals, counted at)
+    now = time.time()
+    if cached is not None:
+        totals, counted_at = cached
+        fresh = now - counted_at < PROJECT_TOTALS_TTL
+        if fresh or not cache.add(f"{key}:counting", 1, PROJECT_TOTALS_TTL):
+            return totals
+    totals = Item.objects.filter(project=project).aggregate(
+        items=Count("pk"), complete=Count("pk", filter=Q(ratings__gte=F("target")))
+    )
+    cache.set(key, (totals, now), 20 * PROJECT_TOTALS_TTL)
+    cache.delete(f"{key}:counting")
     return totals
 
 
