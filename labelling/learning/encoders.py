@@ -139,13 +139,14 @@ def _quantize_int8(model: Any) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
         quantized = quantize_dynamic(model, spec, dtype=torch.qint8)
-    if cpu_has_vnni():
-        # The module default (version 4) quantises activations to 7 bits ("reduce_range") to
-        # dodge 16-bit overflow on pre-VNNI CPUs; with VNNI full 8 bits are safe and lift the
-        # mean cosine to fp32 from 0.97 to 0.99. Version < 4 selects the 8-bit call.
-        for module in quantized.modules():
-            if hasattr(module, "_packed_params") and getattr(module, "version", None) == 4:
-                module.version = 3
+    # The module default (version 4) quantises activations to 7 bits ("reduce_range") to dodge
+    # the 16-bit saturation of AVX2's u8*s8 pair sums on pre-VNNI CPUs. Full 8 bits (version
+    # < 4) measured better on both kinds: mean cosine to fp32 0.97 -> 0.99 with VNNI, and
+    # 0.980 -> 0.993 on an AVX2-only EPYC, where a saturated pair sum is rarer than the
+    # rounding error of 7 bits is costly.
+    for module in quantized.modules():
+        if hasattr(module, "_packed_params") and getattr(module, "version", None) == 4:
+            module.version = 3
     return quantized
 
 
