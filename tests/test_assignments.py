@@ -94,7 +94,12 @@ def test_submitting_stores_the_answers_and_moves_on(api, rater, queue):
     )
     item = Item.objects.get(pk=lease["item"]["id"])
     assert (item.ratings, item.leases) == (1, 0)
-    assert next_item(client, queue)["item"]["external_id"] == "c2"
+    following = next_item(client, queue)
+    assert following["item"]["external_id"] == "c2"
+    assert (following["progress"]["mine"], following["progress"]["mine_today"]) == (1, 1)
+    Annotation.objects.update(created_at=timezone.now() - timedelta(days=1))
+    resumed = next_item(client, queue)["progress"]
+    assert (resumed["mine"], resumed["mine_today"]) == (1, 0)  # today counts from midnight
 
 
 def test_the_queue_answers_204_when_nothing_is_left(api, rater, queue):

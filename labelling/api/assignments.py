@@ -123,7 +123,7 @@ class NextApi(APIView):
         lease = assignment_next(project=project, rater=request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        progress = project_progress(project=project, rater=request.user)
+        progress = project_progress(project=project, rater=request.user, mine=lease.mine)
         assignment = lease.assignment
         payload = {
             "assignment": assignment_payload(assignment),

@@ -81,17 +81,23 @@ FROM labelling_annotation WHERE project_id = %(project)s AND rater_id = %(rater)
 """
 
 
-def project_progress(*, project: Project, rater: AbstractBaseUser) -> Progress:
+def project_progress(
+    *, project: Project, rater: AbstractBaseUser, mine: tuple[int, int] | None = None
+) -> Progress:
+    """The project's totals and the rater's own counts; `mine` (all, today) when the caller
+    has read them already (a lease from `next` carries them)."""
     totals = project_totals(project=project)
-    start_of_day = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {
-        "start": connection.ops.adapt_datetimefield_value(start_of_day),
-        "project": project.pk,
-        "rater": rater.pk,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_MINE_SQL, params)
-        mine, mine_today = cursor.fetchone()
+    if mine is None:
+        start_of_day = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        params = {
+            "start": connection.ops.adapt_datetimefield_value(start_of_day),
+            "project": project.pk,
+            "rater": rater.pk,
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(_MINE_SQL, params)
+            mine = cursor.fetchone()
+    mine, mine_today = mine
     return Progress(
         items=totals["items"], complete=totals["complete"], mine=mine, mine_today=mine_today
     )

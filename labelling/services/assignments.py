@@ -65,6 +65,9 @@ class RaterPaused(ApplicationError):
 class Lease:
     assignment: Assignment
     resumed: bool  # the rater already held this lease (a reload, a second tab)
+    # The rater's annotations in the project, in all and today (UTC), read with the rest of
+    # what `next` must know: the progress shown with the item needs them.
+    mine: tuple[int, int] | None = None
 
 
 def _open_items():
@@ -85,7 +88,7 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
         held = Assignment.objects.select_related("item", "schema").get(pk=state.current_id)
         if held.expires_at > now:
             held.project = project
-            return Lease(assignment_heartbeat(assignment=held), resumed=True)
+            return Lease(assignment_heartbeat(assignment=held), resumed=True, mine=state.mine)
     if state.pause_reason is not None:
         raise RaterPaused(
             f"You are paused on this project: {state.pause_reason} A project admin can resume you."
@@ -99,7 +102,7 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
     if project.gold_rate > 0 and _rng.random() < project.gold_rate:
         gold = _lease_gold(project, rater, schema, now + ttl)
         if gold is not None:
-            return Lease(gold, resumed=False)
+            return Lease(gold, resumed=False, mine=state.mine)
     skip_locked = connection.features.has_select_for_update_skip_locked
     params = {"project": project.pk, "rater": rater.pk}
     while True:
@@ -124,7 +127,8 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                         continue
                     return None
                 for item_id in picked:
-                    if _take_slot(item_id):
+                    item = _take_slot(item_id)
+                    if item is not None:
                         assignment = Assignment.objects.create(
                             project=project,
                             item_id=item_id,
@@ -132,9 +136,8 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                             schema=schema,
                             expires_at=now + ttl,
                         )
-                        # The rater is shown it next.
-                        assignment.item = db.first(Item, _ITEM_SQL, [item_id])
-                        return Lease(assignment, resumed=False)
+                        assignment.item = item  # the rater is shown it next
+                        return Lease(assignment, resumed=False, mine=state.mine)
         except IntegrityError:
             # The same rater got this item in a concurrent request (a second tab); the slot
             # taken above was rolled back with the rest. Look again.
@@ -155,11 +158,13 @@ LIMIT %(limit)s
 """  # noqa: S608 - a constant condition; values are parameters
 # The UPDATE's condition is _QUEUED spelled so that it does not match the partial index's: the
 # planner would otherwise be free to find this one row by scanning item_queue_open instead of
-# the primary key, and did, right after a large import (20 ms a lease at 1M items).
-_TAKE_SLOT_SQL = """
+# the primary key, and did, right after a large import (20 ms a lease at 1M items). It returns
+# the item the rater is shown, which saves a read (SQLite has RETURNING since 3.35).
+_TAKE_SLOT_SQL = f"""
 UPDATE labelling_item SET leases = leases + 1, status = %(status)s, updated_at = %(now)s
 WHERE id = %(item)s AND gold IS NULL AND hold = '' AND ratings + leases < target
-"""
+RETURNING {db.columns(Item)}
+"""  # noqa: S608 - the column list comes from the model; values are parameters
 
 
 def _candidates(params: dict, limit: int, locking: str) -> list[int]:
@@ -174,6 +179,7 @@ class _RaterState:
     pause_reason: str | None  # set when the rater is paused here
     schema_key: tuple | None  # (id, created_at) of the current schema version
     stale_leases: bool  # active leases past their expiry in the project
+    mine: tuple[int, int]  # the rater's annotations here: all, and since midnight UTC
 
 
 # What `next` must know before it picks, in one statement: the ORM would build and send five
@@ -190,24 +196,31 @@ SELECT
     (SELECT created_at FROM labelling_labelschema
      WHERE project_id = %(project)s ORDER BY version DESC LIMIT 1),
     EXISTS (SELECT 1 FROM labelling_assignment
-            WHERE project_id = %(project)s AND status = 'active' AND expires_at < %(now)s)
+            WHERE project_id = %(project)s AND status = 'active' AND expires_at < %(now)s),
+    (SELECT COUNT(*) FROM labelling_annotation
+     WHERE project_id = %(project)s AND rater_id = %(rater)s),
+    (SELECT COUNT(*) FROM labelling_annotation
+     WHERE project_id = %(project)s AND rater_id = %(rater)s AND created_at >= %(midnight)s)
 """
 
 
 def _rater_state(project: Project, rater: AbstractBaseUser, now) -> _RaterState:
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     params = {
         "project": project.pk,
         "rater": rater.pk,
         "now": connection.ops.adapt_datetimefield_value(now),
+        "midnight": connection.ops.adapt_datetimefield_value(midnight),
     }
     with connection.cursor() as cursor:
         cursor.execute(_RATER_STATE_SQL, params)
-        current_id, pause_reason, schema_id, schema_created, stale = cursor.fetchone()
+        current_id, pause_reason, schema_id, schema_created, stale, mine, today = cursor.fetchone()
     return _RaterState(
         current_id=current_id,
         pause_reason=pause_reason,
         schema_key=None if schema_id is None else (schema_id, schema_created),
         stale_leases=bool(stale),
+        mine=(mine, today),
     )
 
 
@@ -249,15 +262,14 @@ def _lease_gold(project, rater, schema, expires_at) -> Assignment | None:
         return None  # the same rater took it in another tab; serve a regular item instead
 
 
-def _take_slot(item_id: int) -> bool:
+def _take_slot(item_id: int) -> Item | None:
+    """The item with one more lease, or None when it has no slot left."""
     params = {
         "item": item_id,
         "status": ItemStatus.IN_PROGRESS,
         "now": connection.ops.adapt_datetimefield_value(timezone.now()),
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_TAKE_SLOT_SQL, params)
-        return cursor.rowcount == 1
+    return db.first(Item, _TAKE_SLOT_SQL, params)
 
 
 def assignment_heartbeat(*, assignment: Assignment) -> Assignment:
@@ -423,6 +435,8 @@ _SUBMITTED_SQL = """
 UPDATE labelling_assignment SET status = %(status)s, finished_at = %(now)s, updated_at = %(now)s
 WHERE id = %(id)s
 """
+# Read in a statement of its own, after the item's lock: a join would read the project as of
+# the statement's start, before a concurrent overlap change that the lock waited for.
 _PROJECT_SQL = f"SELECT {db.columns(Project)} FROM labelling_project WHERE id = %s"  # noqa: S608
 
 
