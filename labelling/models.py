@@ -53,11 +53,12 @@ class Project(BaseModel):
     embedding_text = models.CharField(
         max_length=16,
         choices=[
+            ("pair", _("Prompt and reply apart")),
             ("last_reply", _("Last assistant reply")),
             ("prompt_reply", _("Prompt and reply")),
             ("conversation", _("Whole conversation")),
         ],
-        default="prompt_reply",
+        default="pair",
         help_text=_("What of each conversation is embedded."),
     )
     learning_strategy = models.CharField(

@@ -235,8 +235,8 @@ def test_a_stale_or_missing_file_is_rebuilt_from_the_database(topics, settings):
 
 
 def test_an_item_embedded_elsewhere_since_the_last_check_still_finds_neighbours(topics):
-    from labelling.learning.encoders import to_bytes
-    from labelling.learning.texts import item_text
+    from labelling.learning.encoders import encode_items, stored_name, to_bytes
+    from labelling.learning.texts import PAIR, item_embedding_texts
 
     cached = vector_matrix_get(project=topics)  # this process's copy, trusted for a while
     items_import(project=topics, stream=jsonl(chat("new", user="python pip module class list",
@@ -244,9 +244,10 @@ def test_an_item_embedded_elsewhere_since_the_last_check_still_finds_neighbours(
                  fmt="jsonl")  # fmt: skip
     new = topics.items.get(external_id="new")
     encoder = HashingEncoder()
-    vector = encoder.encode([item_text(new.messages, mode=topics.embedding_text)])[0]
-    Embedding.objects.create(item=new, encoder=encoder.name, text_hash="-",
-                             vector=to_bytes(vector))  # as a worker elsewhere would  # fmt: skip
+    vector = encode_items(encoder, [item_embedding_texts(new.messages, mode=topics.embedding_text)])
+    name = stored_name(encoder.name, pair=topics.embedding_text == PAIR)
+    Embedding.objects.create(item=new, encoder=name, text_hash="-",
+                             vector=to_bytes(vector[0]))  # as a worker elsewhere would  # fmt: skip
 
     found = items_similar(project=topics, item=new, k=3)
 

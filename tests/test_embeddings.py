@@ -10,6 +10,7 @@ from labelling.models import Embedding, Item
 from labelling.selectors.embeddings import embedding_progress
 from labelling.services.embeddings import items_embed
 from labelling.services.items import items_import
+from labelling.services.projects import project_update
 from tests.conftest import chat, jsonl
 
 pytestmark = pytest.mark.django_db
@@ -19,6 +20,8 @@ def test_items_are_embedded_once_and_again_only_when_their_text_changes(project)
     items_import(project=project, stream=jsonl(*[chat(f"e{n}", reply=f"answer {n}")
                                                  for n in range(5)]), fmt="jsonl")  # fmt: skip
     encoder = HashingEncoder()
+    project.embedding_text = "last_reply"
+    project.save()
 
     first = items_embed(project=project, encoder=encoder)
     again = items_embed(project=project, encoder=encoder)
@@ -41,7 +44,8 @@ def test_progress_counts_embedded_items(project):
 
     progress = embedding_progress(project=project)
 
-    assert progress == {"encoder": HashingEncoder().name, "items": 3, "embedded": 2}
+    # The default embedding text is "pair": prompt and reply apart, under a name of their own.
+    assert progress == {"encoder": HashingEncoder().name + "#pair", "items": 3, "embedded": 2}
 
 
 def test_an_import_queues_embedding_once_it_is_committed(
@@ -81,3 +85,33 @@ def test_admins_see_embedding_progress_and_queue_embedding(
     assert started.status_code == 202 and queued == [project.pk]
     assert progress.json() == {"encoder": None, "items": 1, "embedded": 0}
     assert api(rater).post(f"/api/v1/projects/{project.slug}/embeddings/").status_code == 403
+
+
+def test_changing_what_is_embedded_queues_embedding_once_committed(
+    project, monkeypatch, django_capture_on_commit_callbacks
+):
+    queued = []
+    monkeypatch.setattr("labelling.services.projects.ml_items_embed_task.delay", queued.append)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        project_update(project=project, embedding_text="last_reply")
+    with django_capture_on_commit_callbacks(execute=True):
+        project_update(project=project, embedding_text="last_reply", retrain_every=5)
+
+    assert queued == [project.pk]
+
+
+def test_pair_vectors_replace_nothing_and_are_read_from_then_on(project):
+    project_update(project=project, embedding_text="prompt_reply")
+    items_import(project=project, stream=jsonl(chat("a"), chat("b")), fmt="jsonl")
+    encoder = HashingEncoder()
+    items_embed(project=project, encoder=encoder)
+    project_update(project=project, embedding_text="pair")
+
+    result = items_embed(project=project, encoder=encoder)
+
+    assert result.embedded == 2 and Embedding.objects.count() == 4
+    progress = embedding_progress(project=project)
+    assert progress == {"encoder": encoder.name + "#pair", "items": 2, "embedded": 2}
+    pair = Embedding.objects.get(encoder=encoder.name + "#pair", item__external_id="a")
+    assert from_bytes(pair.vector, 2 * encoder.dim).shape == (2 * encoder.dim,)

@@ -113,7 +113,7 @@ def test_find_similar_over_rest(api, reviewer, mapped):
 
     assert response.status_code == 200, response.json()
     body = response.json()
-    assert body["item"] == item.pk and body["encoder"] == HashingEncoder().name
+    assert body["item"] == item.pk and body["encoder"] == HashingEncoder().name + "#pair"
     assert len(body["results"]) == 5
     assert {r["item"]["source"] for r in body["results"]} == {"travel"}
     similarities = [r["similarity"] for r in body["results"]]

@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     for name in args.sets:
         rows, y, groups = efficiency.load(name, args.max_items)
-        X = efficiency.model_inputs(name, efficiency.embed(name, rows, args.max_items))
+        X = efficiency.model_inputs(efficiency.embed(name, rows, args.max_items))
         classes = np.unique(y).tolist()
         counts = {c: int((y == c).sum()) for c in classes}
         print(f"\n{name}: {len(y)} items {counts}, {X.shape[1]}-d")

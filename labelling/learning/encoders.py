@@ -292,6 +292,39 @@ def encoder_from_settings(
 # --- storage ----------------------------------------------------------------------------------
 
 
+# Vectors of "pair" texts (prompt and reply embedded apart) are stored under the encoder's name
+# with this suffix, so switching a project's embedding text never mixes vector lengths.
+PAIR_SUFFIX = "#pair"
+
+
+def stored_name(encoder_name: str, *, pair: bool) -> str:
+    """The name vectors are stored under: the encoder's, marked when they are pairs."""
+    return encoder_name + PAIR_SUFFIX if pair else encoder_name
+
+
+def is_pair(stored: str | None) -> bool:
+    """Whether vectors stored under this name are [prompt | reply] pairs."""
+    return bool(stored) and stored.endswith(PAIR_SUFFIX)
+
+
+def encode_items(encoder: Encoder, texts: Sequence[Sequence[str]]) -> np.ndarray:
+    """One stored vector per item from its texts (item_embedding_texts): the text's vector, or
+    for a pair the prompt's and the reply's side by side, scaled to unit length
+    ([p | r] / sqrt 2), so a dot product of two pairs is the mean of the two cosines."""
+    if not texts:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    widths = {len(parts) for parts in texts}
+    if len(widths) != 1:
+        raise ValueError("every item needs the same number of texts")
+    (width,) = widths
+    flat = [text for parts in texts for text in parts]
+    vectors = np.asarray(encoder.encode(flat), dtype=np.float32)
+    if width == 1:
+        return vectors
+    rows = vectors.reshape(len(texts), width * vectors.shape[1])
+    return rows / np.float32(np.sqrt(width))
+
+
 def to_bytes(vector: np.ndarray) -> bytes:
     """A vector (or rows of vectors) as little-endian float32 bytes."""
     return np.ascontiguousarray(vector, dtype=_STORAGE_DTYPE).tobytes()

@@ -7,8 +7,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-Mode = Literal["last_reply", "prompt_reply", "conversation"]
-MODES: tuple[str, ...] = ("last_reply", "prompt_reply", "conversation")
+Mode = Literal["pair", "last_reply", "prompt_reply", "conversation"]
+MODES: tuple[str, ...] = ("pair", "last_reply", "prompt_reply", "conversation")
+# "pair" embeds the prompt and the reply apart, as two texts; everything else embeds one.
+PAIR = "pair"
 
 ELLIPSIS = "…"
 # When both sides are long the reply matters more to a label than the prompt, and the encoder
@@ -150,6 +152,7 @@ def item_text(
 
     - "last_reply": the last assistant message, or candidates A and B for a pair item;
     - "prompt_reply": the last user message and the reply after it (or the candidates);
+      "pair" reads the same text here, and embeds its two halves apart (item_embedding_texts);
     - "conversation": every turn as "role: content", then the candidates.
 
     Long prompts keep their end (the question usually closes them) and replies their start.
@@ -163,7 +166,7 @@ def item_text(
         assistant = [m for m in messages if _role(m) == "assistant"]
         last = assistant[-1] if assistant else (messages[-1] if messages else None)
         return _head(_content(last), max_chars)
-    if mode == "prompt_reply":
+    if mode in ("prompt_reply", PAIR):
         prompt, replies = _prompt_and_reply(messages, candidates)
         reply = "\n\n".join(replies)
         if not prompt:
@@ -204,6 +207,19 @@ def item_texts_pair(
         raise ValueError("max_chars must be at least 1")
     prompt, replies = _prompt_and_reply(messages, candidates)
     return _tail(prompt, max_chars), _join_replies(replies, max_chars)
+
+
+def item_embedding_texts(
+    messages: Sequence[Any],
+    candidates: Sequence[Any] | None = None,
+    *,
+    mode: Mode = PAIR,
+    max_chars: int = 2000,
+) -> list[str]:
+    """The texts encoded for an item: [prompt, reply] apart in "pair" mode, else [item_text]."""
+    if mode == PAIR:
+        return list(item_texts_pair(messages, candidates, max_chars=max_chars))
+    return [item_text(messages, candidates, mode=mode, max_chars=max_chars)]
 
 
 def text_hash(text: str, model_name: str) -> str:

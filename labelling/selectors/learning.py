@@ -27,7 +27,8 @@ def _sizes(n: int) -> list[int]:
 def learning_report(*, project: Project) -> dict[str, Any]:
     """Per choice question: macro-F1 on the control slice against the number of labels, for
     the order raters actually labelled in and for the same labels in random order."""
-    from labelling.learning.encoders import from_bytes
+    from labelling.learning.classifiers import model_inputs
+    from labelling.learning.encoders import from_bytes, is_pair
     from labelling.learning.sampling import control_slice
     from labelling.learning.simulate import labels_saved, replay
 
@@ -47,7 +48,7 @@ def learning_report(*, project: Project) -> dict[str, Any]:
         return report
     ids = [row[0] for row in rows]
     dim = len(rows[0][2]) // 4
-    X = np.vstack([from_bytes(row[2], dim) for row in rows])
+    X = model_inputs(np.vstack([from_bytes(row[2], dim) for row in rows]), pair=is_pair(latest))
     control = control_slice(ids, project.control_share)
     for question in schema.parsed().questions:
         if question.type != "choice" or question.scope != "conversation":

@@ -46,10 +46,11 @@ def items_embed(
     when the item's text hash changed. Afterwards the project's vector matrix file is rewritten
     and newly imported items that nearly repeat another item are held (services/explorer.py).
     """
-    from labelling.learning.encoders import to_bytes
-    from labelling.learning.texts import item_text, text_hash
+    from labelling.learning.encoders import encode_items, stored_name, to_bytes
+    from labelling.learning.texts import PAIR, item_embedding_texts, text_hash
 
     encoder = encoder or encoder_get()
+    name = stored_name(encoder.name, pair=project.embedding_text == PAIR)
     items = Item.objects.filter(project=project).order_by("pk")
     if item_ids is not None:
         items = items.filter(pk__in=item_ids)
@@ -63,30 +64,30 @@ def items_embed(
         last = chunk[-1][0]
         known = dict(
             Embedding.objects.filter(
-                item_id__in=[pk for pk, _, _ in chunk], encoder=encoder.name
+                item_id__in=[pk for pk, _, _ in chunk], encoder=name
             ).values_list("item_id", "text_hash")
         )
         todo = []
         for pk, messages, candidates in chunk:
-            text = item_text(messages, candidates, mode=project.embedding_text)
-            digest = text_hash(text, encoder.name)
+            texts = item_embedding_texts(messages, candidates, mode=project.embedding_text)
+            digest = text_hash("\0".join(texts), name)
             if known.get(pk) == digest:
                 result.unchanged += 1
             else:
-                todo.append((pk, text, digest))
+                todo.append((pk, texts, digest))
         if todo:
             unseen = [pk for pk, _, _ in todo if pk not in known]
             seen = set(
                 Embedding.objects.filter(item_id__in=unseen).values_list("item_id", flat=True)
             )
             new_ids.extend(pk for pk in unseen if pk not in seen)
-            vectors = encoder.encode([text for _, text, _ in todo])
+            vectors = encode_items(encoder, [texts for _, texts, _ in todo])
             now = timezone.now()
             Embedding.objects.bulk_create(
                 [
                     Embedding(
                         item_id=pk,
-                        encoder=encoder.name,
+                        encoder=name,
                         text_hash=digest,
                         vector=to_bytes(vector),
                         created_at=now,
@@ -104,7 +105,5 @@ def items_embed(
     if result.embedded:
         from labelling.services.explorer import items_after_embed
 
-        result.duplicates = items_after_embed(
-            project=project, encoder_name=encoder.name, new_ids=new_ids
-        )
+        result.duplicates = items_after_embed(project=project, encoder_name=name, new_ids=new_ids)
     return result

@@ -10,6 +10,7 @@ from django.db.models import Max
 from labelling.errors import InvalidInput, InvalidSchema
 from labelling.models import Item, LabelSchema, Membership, Project, Role
 from labelling.schema import SchemaError, parse_schema
+from labelling.tasks import ml_items_embed as ml_items_embed_task
 
 
 def project_create(
@@ -50,6 +51,7 @@ def project_update(*, project: Project, **changes: object) -> Project:
     no item gets more ratings than the new overlap from then on."""
     unknown = set(changes) - set(PROJECT_SETTINGS)
     assert not unknown, f"project_update cannot change {unknown}; add them to PROJECT_SETTINGS."
+    new_text = "embedding_text" in changes and changes["embedding_text"] != project.embedding_text
     for name, value in changes.items():
         setattr(project, name, value)
     if "max_overlap" not in changes and project.max_overlap < project.overlap:
@@ -68,6 +70,9 @@ def project_update(*, project: Project, **changes: object) -> Project:
         project.save(update_fields=[*changes, "updated_at"])
         if "overlap" in changes:
             Item.objects.filter(project=project).update(target=project.overlap)
+        if new_text:
+            # Other texts, other vectors: embed them (training reads the newest ones).
+            transaction.on_commit(lambda: ml_items_embed_task.delay(project.pk))
     return project
 
 

@@ -169,6 +169,8 @@ def _write_scores(ids: list[int], priority: np.ndarray, predictions: list[str]) 
     values = priority.astype(float).tolist()
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # Dropped at commit; a second run inside one outer transaction finds it still there.
+            cursor.execute("DROP TABLE IF EXISTS pg_temp.training_scores")
             cursor.execute(
                 "CREATE TEMPORARY TABLE training_scores (id bigint, p float8, j jsonb) "
                 "ON COMMIT DROP"
@@ -191,6 +193,7 @@ def _write_scores(ids: list[int], priority: np.ndarray, predictions: list[str]) 
 
 def _train(run: TrainingRun) -> None:
     from labelling.learning import classifiers, sampling
+    from labelling.learning.encoders import is_pair
 
     project = run.project
     started = time.perf_counter()
@@ -210,6 +213,9 @@ def _train(run: TrainingRun) -> None:
         if q.type in TRAINED_TYPES and q.scope == "conversation"
     ]
     ids, X, consensus, encoder = _dataset(project)
+    # Pairs become [p, r, p*r, |p−r|]: the models, badge's density and the cold start's
+    # clusters all see the reply beside its prompt.
+    X = classifiers.model_inputs(X, pair=is_pair(encoder))
     lap("load")
     labels: dict[str, list] = {}
     for question in questions:
@@ -219,10 +225,11 @@ def _train(run: TrainingRun) -> None:
         labels[question.key] = values
     labelled = sum(1 for c in consensus if c)
     per_item = [[labels[key][i] for key in sorted(labels)] for i in range(len(ids))]
-    # The strategy and control share are part of the data: changing them must reorder the queue.
+    # The strategy, the control share and the vectors' encoder (which changes with the
+    # embedding text) are part of the data: changing any must retrain and reorder the queue.
     digest = classifiers.data_hash(
         [*ids, "settings"],
-        [*per_item, [project.learning_strategy, project.control_share]],
+        [*per_item, [project.learning_strategy, project.control_share, encoder]],
     )
     previous = project.training_runs.filter(status=RunStatus.SUCCEEDED).order_by("-pk").first()
     if previous is not None and previous.data_hash == digest:

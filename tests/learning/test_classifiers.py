@@ -12,6 +12,7 @@ from labelling.learning.classifiers import (
     features,
     load,
     macro_f1,
+    model_inputs,
     predict,
     predict_proba,
     save,
@@ -97,6 +98,17 @@ def test_features_stack_prompt_reply_product_and_distance():
     assert np.allclose(out, [[1, 0, 0.6, 0.8, 0.6, 0, 0.4, 0.8]])
     with pytest.raises(ValueError):
         features(p, np.zeros((1, 3)))
+
+
+def test_model_inputs_of_stored_pairs_are_the_pair_features():
+    rng = np.random.default_rng(0)
+    p, r = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    p /= np.linalg.norm(p, axis=1, keepdims=True)
+    r /= np.linalg.norm(r, axis=1, keepdims=True)
+    stored = np.hstack([p, r]) / np.sqrt(2)
+
+    assert np.allclose(model_inputs(stored, pair=True), features(p, r), atol=1e-6)
+    assert np.array_equal(model_inputs(stored, pair=False), stored.astype(np.float32))
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -12,11 +12,14 @@ from labelling.learning.encoders import (
     Encoder,
     HashingEncoder,
     cpu_has_bf16,
+    encode_items,
     encoder_from_settings,
     from_bytes,
+    is_pair,
+    stored_name,
     to_bytes,
 )
-from labelling.learning.texts import item_text, item_texts_pair, text_hash
+from labelling.learning.texts import item_embedding_texts, item_text, item_texts_pair, text_hash
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "labelling" / "demo_data"
 CHAT = [
@@ -275,3 +278,36 @@ def test_packaged_minilm_embeds_offline_in_order_and_int8_stays_close_to_fp32(mo
     picked = [VARIED[-1], VARIED[0], VARIED[25], VARIED[5]]
     alone = np.stack([fp32.encode([text])[0] for text in picked])
     np.testing.assert_allclose(fp32.encode(picked, batch_size=2), alone, atol=1e-4)
+
+
+def test_pair_mode_embeds_the_prompt_and_the_reply_apart():
+    assert item_embedding_texts(CHAT, mode="pair") == ["And of Spain?", "Madrid."]
+    assert item_embedding_texts(PAIR_MESSAGES, PAIR_CANDIDATES, mode="pair") == list(
+        item_texts_pair(PAIR_MESSAGES, PAIR_CANDIDATES)
+    )
+    assert item_embedding_texts(CHAT, mode="prompt_reply") == [item_text(CHAT)]
+    # What people read of a pair item (cluster terms) is the prompt and reply text.
+    assert item_text(CHAT, mode="pair") == item_text(CHAT, mode="prompt_reply")
+
+
+def test_pair_vectors_are_the_two_texts_side_by_side_at_unit_length():
+    encoder = HashingEncoder(dim=16)
+    pairs = [["a question about bread", "bake it hot"], ["how do loops work", "use for"]]
+
+    vectors = encode_items(encoder, pairs)
+
+    assert vectors.shape == (2, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    prompts, replies = encoder.encode([p for p, _ in pairs]), encoder.encode([r for _, r in pairs])
+    assert np.allclose(vectors[:, :16] * np.sqrt(2), prompts, atol=1e-6)
+    assert np.allclose(vectors[:, 16:] * np.sqrt(2), replies, atol=1e-6)
+    assert np.allclose(encode_items(encoder, [["one text"]]), encoder.encode(["one text"]))
+    with pytest.raises(ValueError, match="same number of texts"):
+        encode_items(encoder, [["a", "b"], ["c"]])
+
+
+def test_pair_vectors_are_stored_under_a_name_of_their_own():
+    assert stored_name("all-MiniLM-L6-v2/bf16", pair=True) == "all-MiniLM-L6-v2/bf16#pair"
+    assert stored_name("all-MiniLM-L6-v2/bf16", pair=False) == "all-MiniLM-L6-v2/bf16"
+    assert is_pair("all-MiniLM-L6-v2/bf16#pair")
+    assert not is_pair("all-MiniLM-L6-v2/bf16") and not is_pair(None)
