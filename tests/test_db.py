@@ -62,3 +62,16 @@ def test_no_row_is_none_and_instances_lists_rows(item):
 def test_a_statement_of_another_shape_is_refused(item):
     with pytest.raises(ValueError, match="columns"):
         db.first(Item, "SELECT * FROM labelling_project", [])
+
+
+def test_binary_rows_read_bytes_as_stored(item):
+    from labelling.models import Embedding
+
+    vector = bytes(range(256)) * 3  # every byte value, as a stored vector may hold
+    Embedding.objects.create(item=item, encoder="e", text_hash="-", vector=vector)
+
+    rows = db.binary_rows(
+        "SELECT item_id, vector, encoder FROM labelling_embedding WHERE encoder = %s", ["e"]
+    )
+
+    assert [(pk, bytes(data), name) for pk, data, name in rows] == [(item.pk, vector, "e")]

@@ -14,6 +14,12 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
+Measured 2026-12-03, PostgreSQL, 100k items, 1,000 labelled, one run each, load average ~1:
+- --pair (2 x 384-d vectors, 1,536 features): cold start 13.8, badge 11.4, entropy 9.0 s;
+  peak RSS 2.2 GB. Before reading vectors in binary and building the features in place:
+  19.6, 15.9, 13.3 s (load 5-6 s of it), and 22.4, 21.3, 18.5 s before the features change.
+- one text (384-d): cold start 7.6, badge 7.1, entropy 7.3 s; peak RSS 0.9 GB.
+
 Measured 2026-11-23, PostgreSQL, 100k items, 1,000 labelled, medians of 3 (seconds):
 - load average ~4 (first version: unnest UPDATE, k-means on all rows): cold start 10.0,
   entropy 10.3, hybrid 10.4;

@@ -44,18 +44,34 @@ def features(prompt_vecs: np.ndarray, reply_vecs: np.ndarray) -> np.ndarray:
     r = np.asarray(reply_vecs, dtype=np.float32)
     if p.shape != r.shape:
         raise ValueError(f"prompt and reply vectors differ in shape: {p.shape} vs {r.shape}")
-    return np.concatenate([p, r, p * r, np.abs(p - r)], axis=1)
+    return _pair_features(p, r, np.float32(1.0))
+
+
+def _pair_features(p: np.ndarray, r: np.ndarray, scale: np.float32) -> np.ndarray:
+    """features(p * scale, r * scale) written into one array: at 100k rows the temporaries of
+    concatenating four products cost 2.6 s against 0.45 s (memory, not arithmetic)."""
+    n, d = p.shape
+    out = np.empty((n, 4 * d), dtype=np.float32)
+    out[:, :d], out[:, d : 2 * d] = p, r
+    np.multiply(p, r, out=out[:, 2 * d : 3 * d])
+    np.subtract(p, r, out=out[:, 3 * d :])
+    np.abs(out[:, 3 * d :], out=out[:, 3 * d :])
+    if scale != 1:
+        # [p, r] and |p−r| scale with the inputs, p*r with their square.
+        out[:, : 2 * d] *= scale
+        out[:, 2 * d : 3 * d] *= scale * scale
+        out[:, 3 * d :] *= scale
+    return out
 
 
 def model_inputs(X: np.ndarray, *, pair: bool) -> np.ndarray:
     """What the classifiers read: stored vectors as they are, or for [prompt | reply] pairs
-    (encoders.encode_items) the pair features [p, r, p*r, |p−r|], four times as wide."""
+    (encoders.encode_items, stored at 1/sqrt 2) the pair features [p, r, p*r, |p−r|]."""
     X = np.asarray(X, dtype=np.float32)
     if not pair:
         return X
     half = X.shape[1] // 2
-    scale = np.float32(np.sqrt(2.0))
-    return features(X[:, :half] * scale, X[:, half:] * scale)
+    return _pair_features(X[:, :half], X[:, half:], np.float32(np.sqrt(2.0)))
 
 
 def _logistic(seed: int, C: float) -> Any:

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from labelling.models import Annotation, Embedding, Item, Project, RunStatus, TrainingRun
+from labelling import db
+from labelling.models import Annotation, Item, Project, RunStatus, TrainingRun
 from labelling.selectors.embeddings import embedding_encoder_latest
 from labelling.selectors.projects import schema_current
 from labelling.services.runs import run_execute, run_request
@@ -103,14 +104,16 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     return inputs
 
 
+_VECTORS_SQL = """
+SELECT e.item_id, e.vector FROM labelling_embedding e JOIN labelling_item i ON i.id = e.item_id
+WHERE i.project_id = %s AND e.encoder = %s AND i.gold IS NULL ORDER BY e.item_id
+"""
+
+
 def _dataset(project: Project):
     """(item ids, vectors, consensus per item, encoder) for the embedded non-gold items."""
     latest = embedding_encoder_latest(project=project)
-    rows = list(
-        Embedding.objects.filter(item__project=project, encoder=latest, item__gold__isnull=True)
-        .order_by("item_id")
-        .values_list("item_id", "vector")
-    )
+    rows = db.binary_rows(_VECTORS_SQL, [project.pk, latest]) if latest else []
     if not rows:
         return [], np.zeros((0, 0), np.float32), [], latest
     ids = [row[0] for row in rows]
