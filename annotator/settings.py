@@ -161,6 +161,9 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Connections persist like PostgreSQL's (DB_CONN_MAX_AGE): opening one per request, with
     # Django's function registrations and the PRAGMAs above, took ~5 ms of CPU per request.
 else:
+    # Django's backend with a health check that costs a round trip only when the socket says
+    # something happened (annotator/postgresql/base.py).
+    _db["ENGINE"] = "annotator.postgresql"
     _db["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
