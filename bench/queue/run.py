@@ -3,7 +3,7 @@
 Run by hand (`make bench-queue` or `.venv/bin/python bench/queue/run.py`); prints a table.
 PostgreSQL must be reachable (DATABASE_URL's server, else 127.0.0.1:5432 as postgres).
 
-The server is gunicorn (3 workers x 4 threads, gthread) as in production. Latency rows: one
+The server is gunicorn (4 workers x 3 threads, gthread) as in production. Latency rows: one
 rater looping next+submit, then 50 raters who each pause about a second after every item (a
 random 0.5-1.5 s, and a random start within the first second: raters started together with
 equal pauses arrive as one burst of 50 requests, which no person-paced queue sees). Both after
@@ -191,8 +191,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--seconds", type=float, default=60, help="throughput run length")
     parser.add_argument("--throughput-items", type=int, default=20000)
-    parser.add_argument("--workers", type=int, default=3, help="gunicorn workers (latency)")
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (latency)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (latency)")
+    parser.add_argument("--threads", type=int, default=3, help="threads per worker (latency)")
     parser.add_argument(
         "--engines", default="PostgreSQL,SQLite", help="throughput runs ('' for none)"
     )
