@@ -390,3 +390,54 @@ def test_old_project_totals_are_counted_again_by_one_request_while_others_use_th
         assert selectors.project_totals(project=queue)["items"] == 4
     with django_assert_num_queries(0):
         assert selectors.project_totals(project=queue)["items"] == 4
+
+
+def _deadlock_once(monkeypatch, target: str):
+    """Make `target` fail once as PostgreSQL's deadlock victim does, then work as before."""
+    import psycopg.errors
+    from django.db import OperationalError
+
+    module, name = target.rsplit(".", 1)
+    original = getattr(__import__(module, fromlist=[name]), name)
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(name)
+        if len(calls) == 1:
+            raise OperationalError("deadlock detected") from psycopg.errors.DeadlockDetected()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, flaky)
+    return calls
+
+
+def test_a_lease_lost_to_a_deadlock_is_looked_for_again(api, rater, queue, monkeypatch):
+    calls = _deadlock_once(monkeypatch, "labelling.services.assignments._take_slot")
+
+    lease = next_item(api(rater), queue)
+
+    assert lease["item"]["external_id"] == "c1" and len(calls) == 2
+    assert Item.objects.get(pk=lease["item"]["id"]).leases == 1  # the failed try left nothing
+
+
+def test_a_submit_lost_to_a_deadlock_is_run_again(api, rater, queue, monkeypatch):
+    client = api(rater)
+    lease = next_item(client, queue)
+    calls = _deadlock_once(monkeypatch, "labelling.services.assignments._submit")
+
+    response = submit(client, lease)
+
+    assert response.status_code == 201, response.json()
+    assert len(calls) == 2 and Annotation.objects.count() == 1
+
+
+def test_other_database_errors_are_not_retried(api, rater, queue, monkeypatch):
+    from django.db import OperationalError
+
+    def broken(*args, **kwargs):
+        raise OperationalError("connection lost")
+
+    monkeypatch.setattr("labelling.services.assignments._take_slot", broken)
+
+    with pytest.raises(OperationalError, match="connection lost"):
+        next_item(api(rater), queue)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -43,6 +43,12 @@ _rng = random.Random()  # noqa: S311 - which items are gold is not a secret from
 CANDIDATES = 8  # rows locked per attempt; more than one so concurrent raters spread out
 EXPIRE_AT_LEASE = 50  # stale leases returned to the pool by each `next` before it picks
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+DEADLOCK_RETRIES = 3  # a submit chosen as a deadlock's victim is run again this many times
+
+
+def _deadlock(exc: OperationalError) -> bool:
+    """Whether PostgreSQL rolled the transaction back to break a lock cycle."""
+    return getattr(exc.__cause__, "sqlstate", None) == "40P01"
 
 
 class NoSchema(ApplicationError):
@@ -141,6 +147,13 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
         except IntegrityError:
             # The same rater got this item in a concurrent request (a second tab); the slot
             # taken above was rolled back with the rest. Look again.
+            continue
+        except OperationalError as exc:
+            # A row that failed its re-check after the lock wait above stays locked until the
+            # commit, so the waiting statement can end up in a cycle with submits and other
+            # leases; PostgreSQL then rolls one transaction back. Nothing was written: look again.
+            if not _deadlock(exc):
+                raise
             continue
         # Every candidate filled up between the SELECT and the UPDATE: look again.
 
@@ -334,7 +347,14 @@ def annotation_submit(
     """
     if not idempotency_key or len(idempotency_key) > 100:
         raise InvalidInput("idempotency_key is required (1-100 characters).")
-    result = _submit(assignment, answers, idempotency_key, time_spent_ms)
+    for attempt in range(DEADLOCK_RETRIES + 1):
+        try:
+            result = _submit(assignment, answers, idempotency_key, time_spent_ms)
+            break
+        except OperationalError as exc:
+            # Rolled back whole as the victim of a lock cycle: the same submit again is safe.
+            if not _deadlock(exc) or attempt == DEADLOCK_RETRIES:
+                raise
     if result is None:
         raise AssignmentClosed("This item has all the ratings it needs; thank you.")
     return result
