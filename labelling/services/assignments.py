@@ -117,9 +117,10 @@ def assignment_next(*, project: Project, rater: AbstractBaseUser) -> Lease | Non
                 if skip_locked:
                     picked = _candidates(params, CANDIDATES, " FOR UPDATE OF i SKIP LOCKED")
                 elif connection.features.has_select_for_update:
-                    # Waiting for one row only: a transaction that holds no other lock while
-                    # it waits cannot be part of a deadlock (the lease sweep locks item rows
-                    # too).
+                    # Waiting for one row only, so that the wait rarely closes a lock cycle
+                    # (the lease sweep and submits lock item rows too); a row that filled up
+                    # meanwhile stays locked to the commit, so it still can, and a deadlock
+                    # below is retried.
                     picked = _candidates(params, 1, " FOR UPDATE OF i")
                     skip_locked = True  # next round, if this row filled up meanwhile
                 else:
