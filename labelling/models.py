@@ -477,6 +477,9 @@ class Embedding(models.Model):
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="embeddings")
     encoder = models.CharField(max_length=200)
     text_hash = models.CharField(max_length=64)
+    # The conversation up to its last user turn (texts.prompt_hash): items sharing it answer
+    # the same prompt, and the badge order may serve them side by side.
+    prompt_hash = models.CharField(max_length=64, blank=True, default="")
     vector = models.BinaryField()  # float32, L2-normalised
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -115,3 +115,19 @@ def test_pair_vectors_replace_nothing_and_are_read_from_then_on(project):
     assert progress == {"encoder": encoder.name + "#pair", "items": 2, "embedded": 2}
     pair = Embedding.objects.get(encoder=encoder.name + "#pair", item__external_id="a")
     assert from_bytes(pair.vector, 2 * encoder.dim).shape == (2 * encoder.dim,)
+
+
+def test_vectors_keep_the_prompt_hash_and_older_ones_get_it_without_re_embedding(project):
+    rows = [chat("a", user="Name a fruit.", reply="Apple."),
+            chat("b", user="Name a fruit.", reply="Pear."), chat("c", user="Hi")]  # fmt: skip
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    encoder = HashingEncoder()
+    items_embed(project=project, encoder=encoder)
+    hashes = dict(Embedding.objects.values_list("item__external_id", "prompt_hash"))
+    Embedding.objects.update(prompt_hash="")  # as stored before prompt hashes were kept
+
+    again = items_embed(project=project, encoder=encoder)
+
+    assert hashes["a"] == hashes["b"] != hashes["c"] and len(hashes["a"]) == 64
+    assert (again.embedded, again.unchanged) == (0, 3)
+    assert dict(Embedding.objects.values_list("item__external_id", "prompt_hash")) == hashes

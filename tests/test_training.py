@@ -385,3 +385,58 @@ def test_new_vectors_queue_a_run_that_places_the_new_items(
 
     assert [run.trigger for run in TrainingRun.objects.filter(project=project)] == ["embeddings"]
     assert len(queued) == 1
+
+
+PREFERENCE = {
+    "questions": [
+        {"key": "preferred", "type": "choice", "title": "Better reply?",
+         "options": [{"value": "yes", "label": "Yes"}, {"value": "no", "label": "No"}]},
+    ]
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mates_differ", [True, False])
+def test_badge_serves_prompt_mates_together_when_their_labels_differ(project, owner, mates_differ):
+    """Two replies per prompt. When labelled prompt-mates disagree (a preference pair: one reply
+    preferred, the other not) the first of the queue comes in prompt pairs; when the prompt
+    decides the label, the order is badge's own."""
+    schema_publish(project=project, definition=SCHEMA | PREFERENCE, created_by=owner)
+    project_update(project=project, overlap=1, control_share=0.1)
+    rows = [chat(f"p{n}-{side}", user=f"prompt {n} " + (FOOD if n % 2 else CODE),
+                 reply=f"{side} reply {n} " + (CODE if side == "a" else FOOD))
+            for n in range(40) for side in "ab"]  # fmt: skip
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    items_embed(project=project, encoder=HashingEncoder())
+    ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    control = dict(zip(ids, control_slice(ids, 0.1), strict=True))
+    for item in Item.objects.filter(external_id__regex=r"^p([0-9]|1[0-4])-"):
+        n, side = item.external_id[1:].split("-")
+        # A preference pair's mates differ; otherwise the prompt (odd or even) decides.
+        decides = side == "a" if mates_differ else int(n) % 2 == 1
+        value = "yes" if decides else "no"
+        item.consensus = {"preferred": {"value": value}}
+        item.ratings = 1
+        item.save(update_fields=["consensus", "ratings"])
+
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    served = [
+        external_id.split("-")[0]
+        for external_id, pk in Item.objects.filter(ratings=0)
+        .order_by("-priority", "pk")
+        .values_list("external_id", "pk")
+        if not control[pk]
+    ][:16]
+    # Items served right before or after their prompt-mate.
+    together = sum(
+        1
+        for i, prompt in enumerate(served)
+        if prompt in (served[i - 1 : i] + served[i + 1 : i + 2])
+    )
+    if mates_differ:
+        assert run.timings["order"] == "model, prompt-mates together"
+        assert together >= 12
+    else:
+        assert run.timings["order"] == "model"
+        assert together <= 4

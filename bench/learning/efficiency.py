@@ -203,7 +203,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         )
         if key in ("candidates", "density_weight", "random_share", "C"):
             parsed[key] = float(value)
-        elif key in ("batch", "start"):
+        elif key in ("batch", "start", "until"):
             parsed[key] = int(value)
         else:
             parsed[key] = value
@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument(
         "--cold",
         default="kmeans",
-        choices=["kmeans", "kmeans_pp", "clusters", "random"],
+        choices=["kmeans", "kmeans_pp", "clusters", "random", "typiclust"],
         help="model strategies' first batch",
     )
     parser.add_argument(
@@ -269,6 +269,7 @@ def main() -> None:
     if not args.embed_only:
         from labelling.learning.classifiers import DEFAULT_C
         from labelling.learning.simulate import simulate
+        from labelling.learning.texts import prompt_hash
 
     specs = [parse_spec(spec) for spec in args.strategies]
     labels_of = [spec for spec, _ in zip(args.strategies, specs, strict=True)]
@@ -296,9 +297,18 @@ def main() -> None:
             "C": DEFAULT_C if args.C is None else args.C,
             "test_share": args.test_share,
         }
+        prompts = [prompt_hash(row["messages"], row.get("candidates")) for row in rows]
         curves = {
             label: [
-                simulate(X, y, groups, strategy=strategy, seed=seed, **{**base_options, **extra})
+                simulate(
+                    X,
+                    y,
+                    groups,
+                    strategy=strategy,
+                    seed=seed,
+                    prompts=prompts,
+                    **{**base_options, **extra},
+                )  # fmt: skip
                 for seed in range(args.first_seed, args.first_seed + args.seeds)
             ]
             for label, (strategy, extra) in zip(labels_of, specs, strict=True)

@@ -318,7 +318,13 @@ def encode_items(encoder: Encoder, texts: Sequence[Sequence[str]]) -> np.ndarray
         raise ValueError("every item needs the same number of texts")
     (width,) = widths
     flat = [text for parts in texts for text in parts]
-    vectors = np.asarray(encoder.encode(flat), dtype=np.float32)
+    # Each distinct text once: pairs repeat their prompt (several replies to one question, a
+    # constant instruction), and one text must get one vector, whatever else shares its batch.
+    position: dict[str, int] = {}
+    inverse = np.fromiter(
+        (position.setdefault(t, len(position)) for t in flat), np.int64, len(flat)
+    )
+    vectors = np.asarray(encoder.encode(list(position)), dtype=np.float32)[inverse]
     if width == 1:
         return vectors
     rows = vectors.reshape(len(texts), width * vectors.shape[1])

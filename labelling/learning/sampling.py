@@ -295,6 +295,8 @@ def cold_start(X: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
 BATCH_STRATEGIES = (
     "badge",
+    "typiclust",
+    "typiclust_unc",
     "badge_density",
     "badge_balanced",
     "badge_top",
@@ -428,6 +430,71 @@ def coreset_batch(
     return top[np.asarray(picked, dtype=np.int64)]
 
 
+def typicality(U: np.ndarray, k: int = 20) -> np.ndarray:
+    """Inverse mean cosine distance of each unit row to its ``k`` nearest other rows: high in
+    dense regions (TypiClust's typicality, Hacohen et al. 2022)."""
+    n = U.shape[0]
+    if n <= 1:
+        return np.ones(n)
+    k = max(1, min(int(k), n - 1))
+    result = np.empty(n)
+    for start in range(0, n, 2048):
+        d = np.maximum(1.0 - U[start : start + 2048] @ U.T, 0.0)
+        d[np.arange(d.shape[0]), np.arange(start, start + d.shape[0])] = np.inf
+        nearest = np.partition(d, k - 1, axis=1)[:, :k]
+        result[start : start + 2048] = 1.0 / (nearest.mean(axis=1) + 1e-6)
+    return result
+
+
+def typiclust_batch(
+    X: np.ndarray,
+    size: int,
+    *,
+    labelled_X: np.ndarray | None = None,
+    seed: int = 0,
+    max_clusters: int = 500,
+    k: int = 20,
+    scores: np.ndarray | None = None,
+    score_weight: float = 0.0,
+) -> np.ndarray:
+    """TypiClust (Hacohen, Dekel & Weinshall 2022), for small budgets: k-means the labelled and
+    unlabelled rows into |labelled| + size clusters, then take the most typical unlabelled row
+    of each of the largest clusters that hold the fewest labelled rows. ``scores`` (e.g.
+    uncertainty) ** score_weight multiply typicality when picking inside a cluster."""
+    U = _unit_rows(X)
+    n = U.shape[0]
+    size = max(0, min(int(size), n))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    L = _unit_rows(labelled_X) if labelled_X is not None and len(labelled_X) else U[:0]
+    both = np.concatenate([U, L])
+    clusters = kmeans_clusters(both, min(max_clusters, L.shape[0] + size), seed)
+    pool_clusters, labelled_clusters = clusters[:n], clusters[n:]
+    ids = np.unique(pool_clusters)
+    covered = {c: int((labelled_clusters == c).sum()) for c in ids}
+    sizes = {c: int((clusters == c).sum()) for c in ids}
+    weight = None
+    if scores is not None and score_weight:
+        weight = np.asarray(scores, dtype=np.float64) ** score_weight
+    chosen: list[int] = []
+    taken = np.zeros(n, dtype=bool)
+    while len(chosen) < size:
+        free = [c for c in ids if not taken[pool_clusters == c].all()]
+        if not free:
+            break
+        cluster = min(free, key=lambda c: (covered[c], -sizes[c]))
+        members = np.flatnonzero((pool_clusters == cluster) & ~taken)
+        typ = typicality(U[np.flatnonzero(pool_clusters == cluster)], k)
+        typ = typ[np.isin(np.flatnonzero(pool_clusters == cluster), members)]
+        if weight is not None:
+            typ = typ * weight[members]
+        best = int(members[int(np.argmax(typ))])
+        chosen.append(best)
+        taken[best] = True
+        covered[cluster] += 1
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def select_batch(
     strategy: str,
     probs: np.ndarray,
@@ -465,6 +532,12 @@ def select_batch(
         top = np.argsort(-scores, kind="stable")[: max(int(size), int(candidates * size))]
         probs_top = _probs(probs)[top]
         return top[badge_batch(probs_top, np.asarray(X)[top], size, seed)]
+    if strategy == "typiclust":
+        return typiclust_batch(X, size, labelled_X=labelled_X, seed=seed)
+    if strategy == "typiclust_unc":
+        return typiclust_batch(
+            X, size, labelled_X=labelled_X, seed=seed, scores=score, score_weight=density_weight
+        )
     if strategy == "density":
         return density_batch(score, X, size, weight=density_weight)
     if strategy == "balanced":
@@ -596,3 +669,89 @@ def badge_priorities(
     result = np.empty(n)
     result[order] = (n - np.arange(n)) / n
     return result
+
+
+# --- Prompt-mates: items that answer the same prompt (several replies to one question, the two
+# sides of a preference pair). Labelled side by side they show the model what tells the replies
+# apart, where the prompt alone says nothing (bench/learning/efficiency.py, hh_pairs).
+
+SIBLINGS_MAX = 10  # a prompt shared by more items is a template (a constant instruction)
+
+
+def sibling_groups(keys: Sequence[object], most: int = SIBLINGS_MAX) -> np.ndarray:
+    """A group number per item (−1 for none): items whose prompt key is shared by 2 to ``most``
+    items form a group. ``keys``: one prompt hash per item, falsy when unknown."""
+    counts: dict[object, int] = {}
+    for key in keys:
+        if key:
+            counts[key] = counts.get(key, 0) + 1
+    numbers: dict[object, int] = {}
+    groups = np.full(len(keys), -1, dtype=np.int64)
+    for index, key in enumerate(keys):
+        if key and 2 <= counts[key] <= most:
+            groups[index] = numbers.setdefault(key, len(numbers))
+    return groups
+
+
+def siblings_disagree(groups: np.ndarray, labels: Sequence[Sequence[object]]) -> bool:
+    """Whether labelled prompt-mates disagree more often than two labelled items drawn at
+    random, for any question (``labels``: per question, a value or None per item). Then the
+    label is about the reply more than the prompt, and prompt-mates are worth labelling
+    together. True while no two prompt-mates are labelled (so the first batches find out).
+    """
+    groups = np.asarray(groups)
+    seen_pairs = False
+    for values in labels:
+        members: dict[int, list[object]] = {}
+        for index in np.flatnonzero(groups >= 0):
+            if values[index] is not None:
+                members.setdefault(int(groups[index]), []).append(values[index])
+        pairs = differ = 0
+        for group_values in members.values():
+            for a in range(len(group_values)):
+                for b in range(a + 1, len(group_values)):
+                    pairs += 1
+                    differ += int(group_values[a] != group_values[b])
+        if not pairs:
+            continue
+        seen_pairs = True
+        known = [value for value in values if value is not None]
+        _, counts = np.unique(np.asarray(known, dtype=object).astype(str), return_counts=True)
+        chance = 1.0 - float(((counts / counts.sum()) ** 2).sum())
+        # Smoothed by half a pair so one early disagreement does not decide it alone.
+        if (differ + 0.5) / (pairs + 1) > chance:
+            return True
+    return not seen_pairs
+
+
+def pair_siblings(order: np.ndarray, groups: np.ndarray, eligible: np.ndarray | None = None,
+                  head: int | None = None) -> np.ndarray:  # fmt: skip
+    """``order`` (indices, first served first) with each of the first ``head`` items followed
+    by its next eligible prompt-mate in that order, so a batch labels prompt-mates together.
+    Items moved up leave their later place; the rest keep their order."""
+    order = np.asarray(order, dtype=np.int64)
+    groups = np.asarray(groups)
+    head = order.size if head is None else min(int(head), order.size)
+    ok = np.ones(groups.size, dtype=bool) if eligible is None else np.asarray(eligible, bool)
+    queues: dict[int, list[int]] = {}
+    for index in order.tolist():
+        if groups[index] >= 0 and ok[index]:
+            queues.setdefault(int(groups[index]), []).append(index)
+    placed = np.zeros(groups.size, dtype=bool)
+    result: list[int] = []
+    for index in order.tolist():
+        if len(result) >= head:
+            break
+        if placed[index]:
+            continue
+        result.append(index)
+        placed[index] = True
+        if groups[index] < 0 or not ok[index]:
+            continue
+        for mate in queues[int(groups[index])]:
+            if not placed[mate]:
+                result.append(mate)
+                placed[mate] = True
+                break
+    rest = order[~placed[order]]
+    return np.concatenate([np.asarray(result, dtype=np.int64), rest])

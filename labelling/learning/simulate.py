@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +19,7 @@ class Curve:
     labels: list[int] = field(default_factory=list)
     f1: list[float] = field(default_factory=list)
     full_f1: float = float("nan")  # the same model trained on the whole pool
+    picked: list[int] = field(default_factory=list)  # rows in the order they were labelled
 
 
 def group_split(groups: np.ndarray, test_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +58,7 @@ def _fit_score(
     return model, classifiers.macro_f1(y[test_idx], predicted)
 
 
-COLD_STARTS = ("kmeans", "kmeans_pp", "clusters", "random")
+COLD_STARTS = ("kmeans", "kmeans_pp", "clusters", "random", "typiclust")
 DEFAULT_DENSITY = {"badge": sampling.BADGE_DENSITY_WEIGHT}  # others: 1.0
 
 
@@ -79,6 +80,9 @@ def simulate(
     cold_start: bool | str = True,
     uncertainty: str = "entropy",
     C: float = classifiers.DEFAULT_C,
+    until: int = 0,
+    prompts: Sequence[object] | None = None,
+    siblings: str = "auto",
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -105,6 +109,7 @@ def simulate(
     budget = pool.size if budget is None else min(budget, pool.size)
     start = batch if start is None else start
     rng = np.random.default_rng(seed)
+    groups_of = sampling.sibling_groups(prompts) if prompts is not None else None
 
     cold = {True: "kmeans", False: "random"}.get(cold_start, cold_start)  # type: ignore[call-overload]
     if cold not in COLD_STARTS:
@@ -114,6 +119,8 @@ def simulate(
         labelled = list(pool[rng.permutation(pool.size)[:first]])
     elif cold == "clusters":
         labelled = list(pool[sampling.cold_start_order(X[pool], first=0, seed=seed)[:first]])
+    elif cold == "typiclust":
+        labelled = list(pool[sampling.typiclust_batch(X[pool], first, seed=seed)])
     elif cold == "kmeans_pp":
         labelled = list(pool[sampling.cold_start_kmeans_pp(X[pool], first, seed)])
     else:
@@ -124,6 +131,7 @@ def simulate(
         model, f1 = _fit_score(X, y, taken, test, classes, seed, C)
         curve.labels.append(len(labelled))
         curve.f1.append(f1)
+        curve.picked = [int(i) for i in labelled]
         if len(labelled) >= budget:
             break
         if stop_share is not None and f1 >= stop_share * curve.full_f1:
@@ -139,6 +147,12 @@ def simulate(
             size -= explore
         if strategy == "random" or size <= 0:
             chosen = rest[rng.permutation(rest.size)[:size]]
+        elif len(labelled) < until:
+            chosen = rest[
+                sampling.typiclust_batch(
+                    X[rest], size, labelled_X=X[taken], seed=seed + len(labelled)
+                )
+            ]
         else:
             chosen = rest[
                 sampling.select_batch(
@@ -154,6 +168,16 @@ def simulate(
                     class_weights=sampling.balanced_class_weights(y[taken].tolist(), classes),
                 )
             ]
+        if groups_of is not None and strategy != "random" and siblings != "off":
+            known = np.full(y.size, None, dtype=object)
+            known[taken] = y[taken]
+            if siblings == "on" or sampling.siblings_disagree(groups_of, [known.tolist()]):
+                # The product's pairing (services/training.py): each pick followed by a
+                # prompt-mate still to label, as many as the batch holds.
+                free = np.zeros(y.size, dtype=bool)
+                free[rest] = True
+                order = np.concatenate([chosen, rest[~np.isin(rest, chosen)]])
+                chosen = sampling.pair_siblings(order, groups_of, free, head=size)[:size]
         if explore:
             chosen = np.concatenate([chosen, randoms])
         labelled.extend(chosen.tolist())

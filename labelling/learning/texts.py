@@ -222,6 +222,18 @@ def item_embedding_texts(
     return [item_text(messages, candidates, mode=mode, max_chars=max_chars)]
 
 
+def prompt_hash(messages: Sequence[Any], candidates: Sequence[Any] | None = None) -> str:
+    """sha256 hex of the conversation up to its last user turn (roles and texts): equal for
+    items that answer the same prompt in the same context; "" when there is no user turn."""
+    user_index = _last_user_index(messages)
+    if user_index is None:
+        return ""
+    digest = hashlib.sha256()
+    for message in messages[: user_index + 1]:
+        digest.update(f"{_role(message)}\0{_content(message).strip()}\0".encode())
+    return digest.hexdigest()
+
+
 def text_hash(text: str, model_name: str) -> str:
     """sha256 hex of the encoder name and the text: the key under which a vector is cached."""
     # The NUL separator keeps ("ab", "c") and ("a", "bc") apart.

@@ -47,7 +47,7 @@ def items_embed(
     and newly imported items that nearly repeat another item are held (services/explorer.py).
     """
     from labelling.learning.encoders import encode_items, stored_name, to_bytes
-    from labelling.learning.texts import PAIR, item_embedding_texts, text_hash
+    from labelling.learning.texts import PAIR, item_embedding_texts, prompt_hash, text_hash
 
     encoder = encoder or encoder_get()
     name = stored_name(encoder.name, pair=project.embedding_text == PAIR)
@@ -62,26 +62,33 @@ def items_embed(
         if not chunk:
             break
         last = chunk[-1][0]
-        known = dict(
-            Embedding.objects.filter(
+        known = {
+            item_id: (digest, prompt, row_id)
+            for row_id, item_id, digest, prompt in Embedding.objects.filter(
                 item_id__in=[pk for pk, _, _ in chunk], encoder=name
-            ).values_list("item_id", "text_hash")
-        )
+            ).values_list("pk", "item_id", "text_hash", "prompt_hash")
+        }
         todo = []
+        missing_prompt = []  # vectors from before prompt hashes were kept
         for pk, messages, candidates in chunk:
             texts = item_embedding_texts(messages, candidates, mode=project.embedding_text)
             digest = text_hash("\0".join(texts), name)
-            if known.get(pk) == digest:
+            prompt = prompt_hash(messages, candidates)
+            if known.get(pk, ("",))[0] == digest:
                 result.unchanged += 1
+                if known[pk][1] != prompt:
+                    missing_prompt.append(Embedding(pk=known[pk][2], prompt_hash=prompt))
             else:
-                todo.append((pk, texts, digest))
+                todo.append((pk, texts, digest, prompt))
+        if missing_prompt:
+            Embedding.objects.bulk_update(missing_prompt, ["prompt_hash"])
         if todo:
-            unseen = [pk for pk, _, _ in todo if pk not in known]
+            unseen = [pk for pk, *_ in todo if pk not in known]
             seen = set(
                 Embedding.objects.filter(item_id__in=unseen).values_list("item_id", flat=True)
             )
             new_ids.extend(pk for pk in unseen if pk not in seen)
-            vectors = encode_items(encoder, [texts for _, texts, _ in todo])
+            vectors = encode_items(encoder, [texts for _, texts, *_ in todo])
             now = timezone.now()
             Embedding.objects.bulk_create(
                 [
@@ -89,14 +96,15 @@ def items_embed(
                         item_id=pk,
                         encoder=name,
                         text_hash=digest,
+                        prompt_hash=prompt,
                         vector=to_bytes(vector),
                         created_at=now,
                     )
-                    for (pk, _, digest), vector in zip(todo, vectors, strict=True)
+                    for (pk, _, digest, prompt), vector in zip(todo, vectors, strict=True)
                 ],  # fmt: skip
                 update_conflicts=True,
                 unique_fields=["item", "encoder"],
-                update_fields=["text_hash", "vector", "created_at"],
+                update_fields=["text_hash", "prompt_hash", "vector", "created_at"],
             )
             result.embedded += len(todo)
         if on_progress:

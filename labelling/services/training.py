@@ -105,18 +105,21 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
 
 
 _VECTORS_SQL = """
-SELECT e.item_id, e.vector FROM labelling_embedding e JOIN labelling_item i ON i.id = e.item_id
+SELECT e.item_id, e.vector, e.prompt_hash
+FROM labelling_embedding e JOIN labelling_item i ON i.id = e.item_id
 WHERE i.project_id = %s AND e.encoder = %s AND i.gold IS NULL ORDER BY e.item_id
 """
 
 
 def _dataset(project: Project):
-    """(item ids, vectors, consensus per item, encoder) for the embedded non-gold items."""
+    """(item ids, vectors, consensus per item, encoder, prompt hash per item) for the embedded
+    non-gold items."""
     latest = embedding_encoder_latest(project=project)
     rows = db.binary_rows(_VECTORS_SQL, [project.pk, latest]) if latest else []
     if not rows:
-        return [], np.zeros((0, 0), np.float32), [], latest
+        return [], np.zeros((0, 0), np.float32), [], latest, []
     ids = [row[0] for row in rows]
+    prompts = [row[2] for row in rows]
     # One buffer and one reshape: ~50x faster than a frombuffer per row at 100k items.
     X = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4")
     X = X.reshape(len(ids), -1).astype(np.float32, copy=False)
@@ -127,7 +130,7 @@ def _dataset(project: Project):
         )
     )
     consensus = [labelled.get(pk) or {} for pk in ids]
-    return ids, X, consensus, latest
+    return ids, X, consensus, latest, prompts
 
 
 def _predictions_json(models: dict, probs: dict, n: int, control: np.ndarray) -> list[str]:
@@ -215,7 +218,7 @@ def _train(run: TrainingRun) -> None:
         for q in (schema.parsed().questions if schema else ())
         if q.type in TRAINED_TYPES and q.scope == "conversation"
     ]
-    ids, X, consensus, encoder = _dataset(project)
+    ids, X, consensus, encoder, prompts = _dataset(project)
     # Pairs become [p, r, p*r, |p−r|]: the models, badge's density and the cold start's
     # clusters all see the reply beside its prompt.
     X = classifiers.model_inputs(X, pair=is_pair(encoder))
@@ -282,6 +285,7 @@ def _train(run: TrainingRun) -> None:
     rng = np.random.default_rng(run.pk)
     use_model = trained and strategy != "random"
     batch = project.retrain_every or DEFAULT_BATCH  # labels between two runs: one "batch"
+    paired = False
     if use_model and strategy == "badge":
         # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
         # embeddings): the next `batch` items served are the batch BADGE would pick, among the
@@ -291,6 +295,18 @@ def _train(run: TrainingRun) -> None:
             _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label,
             ordered=max(sampling.BADGE_ORDERED, 2 * batch),
         )  # fmt: skip
+        groups = sampling.sibling_groups(prompts)
+        if (groups >= 0).any() and sampling.siblings_disagree(groups, list(labels.values())):
+            # Where labels differ between replies to one prompt more than between any two
+            # items (preference pairs), each of the first picks is followed by a prompt-mate
+            # still to label: side by side they show the model what tells replies apart.
+            order = sampling.pair_siblings(
+                np.argsort(-priority, kind="stable"), groups, to_label,
+                head=max(sampling.BADGE_ORDERED, 2 * batch),
+            )  # fmt: skip
+            priority = np.empty(len(ids))
+            priority[order] = (len(ids) - np.arange(len(ids))) / len(ids)
+            paired = True
     elif use_model and strategy != "hybrid":
         priority = uncertainty / trained
     elif use_model:
@@ -324,6 +340,8 @@ def _train(run: TrainingRun) -> None:
         lap("write")
         elapsed = round(time.perf_counter() - started, 3)
         order = "model" if use_model else ("random" if strategy == "random" else "cold start")
+        if paired:
+            order = "model, prompt-mates together"
         TrainingRun.objects.filter(pk=run.pk).update(
             status=RunStatus.SUCCEEDED, data_hash=digest, labels=labelled, metrics=metrics,
             timings={"seconds": elapsed, "items": len(ids), "encoder": encoder, "order": order,

@@ -19,7 +19,13 @@ from labelling.learning.encoders import (
     stored_name,
     to_bytes,
 )
-from labelling.learning.texts import item_embedding_texts, item_text, item_texts_pair, text_hash
+from labelling.learning.texts import (
+    item_embedding_texts,
+    item_text,
+    item_texts_pair,
+    prompt_hash,
+    text_hash,
+)
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "labelling" / "demo_data"
 CHAT = [
@@ -311,3 +317,34 @@ def test_pair_vectors_are_stored_under_a_name_of_their_own():
     assert stored_name("all-MiniLM-L6-v2/bf16", pair=False) == "all-MiniLM-L6-v2/bf16"
     assert is_pair("all-MiniLM-L6-v2/bf16#pair")
     assert not is_pair("all-MiniLM-L6-v2/bf16") and not is_pair(None)
+
+
+def test_items_answering_the_same_prompt_share_a_prompt_hash():
+    other_reply = [*CHAT[:4], {"id": "t5", "role": "assistant", "content": "Barcelona?"}]
+    other_history = [{"role": "user", "content": "Hi"}, *CHAT[3:]]
+    assert prompt_hash(CHAT) == prompt_hash(other_reply)  # same context, another reply
+    assert prompt_hash(CHAT) != prompt_hash(other_history)  # same last question, other context
+    assert prompt_hash(PAIR_MESSAGES, PAIR_CANDIDATES) == prompt_hash(PAIR_MESSAGES)
+    assert prompt_hash([{"role": "assistant", "content": "A poem."}]) == ""  # no prompt
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self) -> None:
+        super().__init__(dim=16)
+        self.seen: list[str] = []
+
+    def encode(self, texts, batch_size: int = 64):
+        self.seen.extend(texts)
+        return super().encode(texts, batch_size)
+
+
+def test_a_text_shared_by_items_is_encoded_once():
+    encoder = CountingEncoder()
+    pairs = [["Write a tweet.", "sunny today"], ["Write a tweet.", "rainy"], ["Hi", "sunny today"]]
+
+    vectors = encode_items(encoder, pairs)
+
+    assert sorted(encoder.seen) == ["Hi", "Write a tweet.", "rainy", "sunny today"]
+    assert np.array_equal(vectors[0, :16], vectors[1, :16])  # one prompt, one vector
+    assert np.array_equal(vectors[0, 16:], vectors[2, 16:])
+    assert np.allclose(vectors[2, :16] * np.sqrt(2), encoder.encode(["Hi"])[0], atol=1e-6)

@@ -26,9 +26,13 @@ from labelling.learning.sampling import (
     kmeans_pp,
     least_confidence,
     margin,
+    pair_siblings,
     priorities,
     select_batch,
+    sibling_groups,
+    siblings_disagree,
     spread_order,
+    typiclust_batch,
 )
 from labelling.learning.simulate import group_split, labels_to_reach, simulate
 
@@ -324,3 +328,67 @@ def test_simulate_replays_the_product_badge_order_from_each_cold_start(cold):
     assert curve.labels == [10, 20, 30, 40, 50, 60]
     with pytest.raises(ValueError):
         simulate(X, y, groups, strategy="badge", seed=0, batch=10, budget=20, cold_start="x")
+
+
+def test_prompt_mates_form_groups_unless_the_prompt_is_a_template():
+    keys = ["a", "b", "a", "", "c", *["t"] * 11]
+    groups = sibling_groups(keys)
+    assert groups[0] == groups[2] >= 0
+    assert groups[1] == -1 and groups[3] == -1 and groups[4] == -1  # alone, or no prompt
+    assert (groups[5:] == -1).all()  # a prompt on 11 items is an instruction, not a question
+
+
+def test_prompt_mates_are_paired_when_their_labels_differ_more_than_chance():
+    groups = np.array([0, 0, 1, 1, 2, 2, -1, -1])
+    unknown = [None] * 8
+    # Preference pairs: one reply of each prompt preferred, the other not.
+    preference = [True, False, False, True, True, False, None, None]
+    # Several answers to one question, judged alike: the prompt decides the label.
+    alike = ["x", "x", "y", "y", "x", "x", "y", None]
+    assert siblings_disagree(groups, [unknown])  # nothing known yet: find out
+    assert siblings_disagree(groups, [preference])
+    assert not siblings_disagree(groups, [alike])
+    assert siblings_disagree(groups, [alike, preference])  # any question will do
+
+
+def test_pair_siblings_follows_each_pick_with_its_next_free_prompt_mate():
+    order = np.array([0, 1, 2, 3, 4, 5, 6])
+    groups = np.array([0, 1, -1, 0, 1, 0, -1])
+    free = np.array([True, True, True, True, False, True, True])
+
+    paired = pair_siblings(order, groups, free, head=3)
+
+    # 0 then its first free mate 3; 1's mate 4 is labelled already; then 2; the rest in order.
+    assert paired.tolist() == [0, 3, 1, 2, 4, 5, 6]
+    assert pair_siblings(order, np.full(7, -1)).tolist() == order.tolist()
+
+
+def test_typiclust_takes_typical_items_of_uncovered_clusters():
+    X, truth = blobs(n_per=30, centres=4, dim=8, seed=3)
+    first = typiclust_batch(X, 4, seed=0)
+    assert sorted(truth[first].tolist()) == [0, 1, 2, 3]
+    # With blob 0 and 1 labelled, the next two picks cover blobs 2 and 3.
+    taken = np.array([0, 30])
+    rest = np.setdiff1d(np.arange(truth.size), taken)
+    more = rest[typiclust_batch(X[rest], 2, labelled_X=X[taken], seed=0)]
+    assert sorted(truth[more].tolist()) == [2, 3]
+
+
+@pytest.mark.parametrize("siblings", ["auto", "on", "off"])
+def test_simulate_labels_prompt_mates_together_when_asked(siblings):
+    X, truth = blobs(n_per=40, centres=6, dim=10, seed=2)
+    y = np.array(["a", "b"])[np.arange(truth.size) % 2]  # each pair: one "a", one "b"
+    prompts = [f"prompt {n // 2}" for n in range(y.size)]
+    groups = np.arange(y.size) // 2
+    curve = simulate(X, y, groups, strategy="badge", seed=0, batch=10, budget=40,
+                     prompts=prompts, siblings=siblings)  # fmt: skip
+    assert curve.labels == [10, 20, 30, 40]
+    assert sorted(curve.picked) == sorted(set(curve.picked)) and len(curve.picked) == 40
+    after_first = [prompts[i] for i in curve.picked[10:]]
+    together = sum(a == b for a, b in zip(after_first[::2], after_first[1::2], strict=True))
+    # Every pair's labels differ, so "auto" pairs like "on": up to 15 pairs in 3 batches (fewer
+    # when a pick's mate was in the first, unpaired batch).
+    if siblings == "off":
+        assert together < 5
+    else:
+        assert together >= 12
