@@ -35,6 +35,7 @@ from labelling.models import (
     Project,
 )
 from labelling.schema import AnswerError, validate_answers
+from labelling.selectors.assignments import MINE_COLUMNS_SQL, mine_params
 from labelling.services.quality import item_quality_update, rater_standing_update
 from labelling.services.training import training_check_after_submit
 
@@ -198,7 +199,8 @@ class _RaterState:
 
 # What `next` must know before it picks, in one statement: the ORM would build and send five
 # queries, and building them cost more CPU than the database spent answering.
-_RATER_STATE_SQL = """
+_RATER_STATE_SQL = (
+    """
 SELECT
     (SELECT id FROM labelling_assignment
      WHERE project_id = %(project)s AND rater_id = %(rater)s AND status = 'active'
@@ -211,20 +213,15 @@ SELECT
      WHERE project_id = %(project)s ORDER BY version DESC LIMIT 1),
     EXISTS (SELECT 1 FROM labelling_assignment
             WHERE project_id = %(project)s AND status = 'active' AND expires_at < %(now)s),
-    (SELECT COUNT(*) FROM labelling_annotation
-     WHERE project_id = %(project)s AND rater_id = %(rater)s),
-    (SELECT COUNT(*) FROM labelling_annotation
-     WHERE project_id = %(project)s AND rater_id = %(rater)s AND created_at >= %(midnight)s)
 """
+    + MINE_COLUMNS_SQL
+)  # noqa: S608 - constant SQL text; values are parameters
 
 
 def _rater_state(project: Project, rater: AbstractBaseUser, now) -> _RaterState:
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
     params = {
-        "project": project.pk,
-        "rater": rater.pk,
+        **mine_params(project, rater, now),
         "now": connection.ops.adapt_datetimefield_value(now),
-        "midnight": connection.ops.adapt_datetimefield_value(midnight),
     }
     with connection.cursor() as cursor:
         cursor.execute(_RATER_STATE_SQL, params)
