@@ -10,12 +10,14 @@ random; entropy, margin, least_confidence (most uncertain first); hybrid (entrop
 one per k-means cluster of the 3x most uncertain); badge (the product's default candidate:
 k-means++ over gradient embeddings scaled by density**0.5, sampling.badge_priorities); and, for
 experiments, badge_density, badge_balanced, badge_top, badge_local, density, coreset, balanced,
-diverse.
+diverse, typiclust, typiclust_unc.
 Model strategies start from the items nearest to k-means centres, one batch of them
 (--cold kmeans; or kmeans_pp, clusters = the old round-robin order, random).
-Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE.
+Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE; siblings=auto (the
+product's default: prompt-mates served together while labelled ones disagree more than chance),
+on or off; until=N: TypiClust batches until N labels, then the strategy.
 
-    .venv/bin/python bench/learning/efficiency.py                  # the table below (~10 min)
+    .venv/bin/python bench/learning/efficiency.py                  # a table as below (~20 min)
     .venv/bin/python bench/learning/efficiency.py --seeds 5 --sets bbq
     .venv/bin/python bench/learning/efficiency.py --max-items 1500 --test-share 0.2 --batch 20 \
         --seeds 5                                                   # the earlier configuration
@@ -35,8 +37,31 @@ seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1.
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
 
-Measured 2026-12-03, on a machine without bf16 (int8 vectors, cosine 0.993 to fp32), through
-the product's code (item_embedding_texts, encode_items, classifiers.model_inputs; toldbr now
+Measured 2026-12-03 (afternoon), int8 vectors (a text shared by items now encoded once per
+chunk), 100 seeds (0-99), batch 10, all items, half as test set. Mean labels to 95% of
+full-data macro-F1 (saving against random):
+
+    strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
+    random                    142          43         135         95
+    badge (prompt-mates auto) 129 +9%      42 +2%     114 +15%    59 +37%     +16%   +2%
+    badge,siblings=off        127 +10%     42 +2%     114 +15%    77 +18%     +12%   +2%
+
+95% bootstrap intervals for badge: truthfulqa -13..+27%, bbq -37..+30%, toldbr -6..+32%,
+hh_pairs +26..+48%. Seeds 0-49: +23 +9 -13 +35 (mean 13%); seeds 50-99: -6 -9 +36 +40 (15%).
+Prompt-mates (sampling.pair_siblings): hh_pairs' items are the two replies to one prompt and
+its label is which one people preferred; served side by side they took badge from -19% to -54%
+labels on seeds 10-49 (screened there, then confirmed on 50-99: -11% to -40%). Always pairing
+cost truthfulqa (several answers per question, the question decides much of the label: 30% of
+labelled prompt-mates differ against 48% of any two items) 21% -> 7% on seeds 10-49; "auto"
+pairs only while prompt-mates disagree more than chance, and kept 21% there.
+TypiClust (sampling.typiclust_batch, Hacohen et al. 2022: most typical item of the largest
+uncovered k-means cluster), screened on seeds 0-9: alone 5% (-85% on hh_pairs); as the cold
+start -31% on toldbr; until=20 or 40 then badge helped toldbr on seeds 10-29 (+15%, +23%
+against badge's -7%) but on seeds 50-99 gave bbq -36%, truthfulqa +10%, toldbr +35%, hh_pairs
++38% (mean 12%, against badge's 15% on the same seeds). Not adopted.
+
+Measured 2026-12-03 (morning), on a machine without bf16 (int8 vectors, cosine 0.993 to fp32),
+through the product's code (item_embedding_texts, encode_items, classifiers.model_inputs; toldbr now
 gets pair features too, with its constant prompt), 50 seeds, batch 10, all items, half as
 test set. Mean labels to 95% of full-data macro-F1 (saving against random):
 
