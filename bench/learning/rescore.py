@@ -141,8 +141,9 @@ def _fill(items: int, labelled: int, seed: int, pair: bool = False):
             made = Item.objects.bulk_create(rows, batch_size=batch)
             Embedding.objects.bulk_create(
                 [
+                    # Two replies per prompt: every item has a prompt-mate.
                     Embedding(item_id=item.pk, encoder=encoder, text_hash="-",
-                              vector=to_bytes(X[start + j]))
+                              prompt_hash=f"p{(start + j) // 2}", vector=to_bytes(X[start + j]))
                     for j, item in enumerate(made)
                 ],
                 batch_size=batch,

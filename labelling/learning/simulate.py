@@ -96,7 +96,11 @@ def simulate(
     Each later batch comes from ``sampling.select_batch``, the functions the product's queue
     uses ("badge" is sampling.badge_priorities cut to one batch), with ``uncertainty``
     (entropy, margin or least_confidence) as the uncertainty score; ``random_share`` of each
-    batch is drawn at random instead.
+    batch is drawn at random instead. ``until``: TypiClust batches (sampling.typiclust_batch)
+    until that many labels, then ``strategy``. ``prompts``: a prompt key per row
+    (texts.prompt_hash); with them, each model batch pairs prompt-mates as the product does
+    (sampling.pair_siblings): ``siblings`` "auto" while labelled prompt-mates disagree more
+    than chance (the product's rule), "on" always, "off" never.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
