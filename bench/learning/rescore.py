@@ -14,7 +14,13 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
-Measured 2026-12-03, PostgreSQL, 100k items, 1,000 labelled, one run each, load average ~1:
+Measured 2026-12-03 (afternoon), PostgreSQL, 100k items, 1,000 labelled, --pair, every item
+with a prompt-mate, one run each, load average ~1: cold start 16.2, badge 13.8, entropy 12.3 s;
+the cold start was 21.8 s (badge 15.6, entropy 12.0) an hour earlier with three mini-batch
+k-means initialisations instead of one.
+
+Measured 2026-12-03 (morning), PostgreSQL, 100k items, 1,000 labelled, one run each, load
+average ~1:
 - --pair (2 x 384-d vectors, 1,536 features): cold start 13.8, badge 11.4, entropy 9.0 s;
   peak RSS 2.2 GB. Before reading vectors in binary and building the features in place:
   19.6, 15.9, 13.3 s (load 5-6 s of it), and 22.4, 21.3, 18.5 s before the features change.

@@ -73,7 +73,9 @@ def kmeans_clusters(X: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         # Full k-means is faster than mini-batches on small sets (fewer Python-level steps).
         km = KMeans(n_clusters=k, random_state=seed, n_init=1)
     else:
-        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=3, batch_size=2048)
+        # One initialisation: three cost 5.0 s instead of 1.9 s for 50 centres on 20,000 rows
+        # of 1,536 features, for an inertia 0.02% lower (measured).
+        km = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=1, batch_size=2048)
     fit_rows = X
     if X.shape[0] > KMEANS_FIT_SAMPLE:
         # Centres from a sample are as good for spreading a queue and cost a fraction at 100k
@@ -755,3 +757,23 @@ def pair_siblings(order: np.ndarray, groups: np.ndarray, eligible: np.ndarray | 
                 break
     rest = order[~placed[order]]
     return np.concatenate([np.asarray(result, dtype=np.int64), rest])
+
+
+def spread_siblings(order: np.ndarray, groups: np.ndarray, covered: np.ndarray,
+                    head: int) -> np.ndarray:  # fmt: skip
+    """``order`` with items whose prompt already has a label (``covered``: per item, whether
+    one of its group is labelled) or a pick among the first ``head`` moved behind them."""
+    order = np.asarray(order, dtype=np.int64)
+    groups = np.asarray(groups)
+    seen = {int(g) for g in np.unique(groups[np.asarray(covered, bool)]) if g >= 0}
+    front: list[int] = []
+    back: list[int] = []
+    for index in order.tolist():
+        g = int(groups[index])
+        if len(front) < head and (g < 0 or g not in seen):
+            front.append(index)
+            if g >= 0:
+                seen.add(g)
+        else:
+            back.append(index)
+    return np.asarray(front + back, dtype=np.int64)

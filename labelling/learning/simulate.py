@@ -99,8 +99,10 @@ def simulate(
     batch is drawn at random instead. ``until``: TypiClust batches (sampling.typiclust_batch)
     until that many labels, then ``strategy``. ``prompts``: a prompt key per row
     (texts.prompt_hash); with them, each model batch pairs prompt-mates as the product does
-    (sampling.pair_siblings): ``siblings`` "auto" while labelled prompt-mates disagree more
-    than chance (the product's rule), "on" always, "off" never.
+    (sampling.pair_siblings) or spreads over prompts (sampling.spread_siblings):
+    ``siblings`` "auto" (the product's rule) pairs while labelled prompt-mates disagree more
+    than chance and spreads otherwise, "pair" pairs as "auto" but never spreads, "on" always
+    pairs, "off" neither.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -163,7 +165,8 @@ def simulate(
                     strategy,
                     classifiers.predict_proba(model, X[rest]),
                     X[rest],
-                    size,
+                    # Spreading over prompts needs picks to spare (the product has the order).
+                    3 * size if groups_of is not None and siblings == "auto" else size,
                     seed=seed + len(labelled),
                     uncertainty=uncertainty,
                     labelled_X=X[taken],
@@ -175,13 +178,22 @@ def simulate(
         if groups_of is not None and strategy != "random" and siblings != "off":
             known = np.full(y.size, None, dtype=object)
             known[taken] = y[taken]
-            if siblings == "on" or sampling.siblings_disagree(groups_of, [known.tolist()]):
+            disagree = siblings == "on" or sampling.siblings_disagree(groups_of, [known.tolist()])
+            if siblings == "auto" and not disagree:
+                labelled_mask = np.zeros(y.size, dtype=bool)
+                labelled_mask[taken] = True
+                order = np.concatenate([chosen, rest[~np.isin(rest, chosen)]])
+                chosen = sampling.spread_siblings(order, groups_of, labelled_mask, size)[:size]
+            elif disagree:
                 # The product's pairing (services/training.py): each pick followed by a
                 # prompt-mate still to label, as many as the batch holds.
+                # ("pair": this, but never spreading; the rule measured first.)
                 free = np.zeros(y.size, dtype=bool)
                 free[rest] = True
                 order = np.concatenate([chosen, rest[~np.isin(rest, chosen)]])
                 chosen = sampling.pair_siblings(order, groups_of, free, head=size)[:size]
+            else:
+                chosen = chosen[:size]
         if explore:
             chosen = np.concatenate([chosen, randoms])
         labelled.extend(chosen.tolist())

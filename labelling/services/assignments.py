@@ -199,8 +199,7 @@ class _RaterState:
 
 # What `next` must know before it picks, in one statement: the ORM would build and send five
 # queries, and building them cost more CPU than the database spent answering.
-_RATER_STATE_SQL = (
-    """
+_RATER_STATE_HEAD = """
 SELECT
     (SELECT id FROM labelling_assignment
      WHERE project_id = %(project)s AND rater_id = %(rater)s AND status = 'active'
@@ -214,8 +213,7 @@ SELECT
     EXISTS (SELECT 1 FROM labelling_assignment
             WHERE project_id = %(project)s AND status = 'active' AND expires_at < %(now)s),
 """
-    + MINE_COLUMNS_SQL
-)  # noqa: S608 - constant SQL text; values are parameters
+_RATER_STATE_SQL = _RATER_STATE_HEAD + MINE_COLUMNS_SQL
 
 
 def _rater_state(project: Project, rater: AbstractBaseUser, now) -> _RaterState:

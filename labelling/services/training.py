@@ -285,7 +285,7 @@ def _train(run: TrainingRun) -> None:
     rng = np.random.default_rng(run.pk)
     use_model = trained and strategy != "random"
     batch = project.retrain_every or DEFAULT_BATCH  # labels between two runs: one "batch"
-    paired = False
+    mates = ""  # how prompt-mates were placed, if any
     if use_model and strategy == "badge":
         # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
         # embeddings): the next `batch` items served are the batch BADGE would pick, among the
@@ -296,17 +296,23 @@ def _train(run: TrainingRun) -> None:
             ordered=max(sampling.BADGE_ORDERED, 2 * batch),
         )  # fmt: skip
         groups = sampling.sibling_groups(prompts)
-        if (groups >= 0).any() and sampling.siblings_disagree(groups, list(labels.values())):
-            # Where labels differ between replies to one prompt more than between any two
-            # items (preference pairs), each of the first picks is followed by a prompt-mate
-            # still to label: side by side they show the model what tells replies apart.
-            order = sampling.pair_siblings(
-                np.argsort(-priority, kind="stable"), groups, to_label,
-                head=max(sampling.BADGE_ORDERED, 2 * batch),
-            )  # fmt: skip
+        if (groups >= 0).any():
+            head = max(sampling.BADGE_ORDERED, 2 * batch)
+            order = np.argsort(-priority, kind="stable")
+            if sampling.siblings_disagree(groups, list(labels.values())):
+                # Where labels differ between replies to one prompt more than between any two
+                # items (preference pairs), each of the first picks is followed by a
+                # prompt-mate still to label: side by side they show what tells replies apart.
+                order = sampling.pair_siblings(order, groups, to_label, head=head)
+                mates = "prompt-mates together"
+            else:
+                # Where the prompt decides much of the label, another reply to a prompt
+                # already labelled teaches little: the first picks go to other prompts.
+                labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
+                order = sampling.spread_siblings(order, groups, labelled_mask, head)
+                mates = "prompts spread"
             priority = np.empty(len(ids))
             priority[order] = (len(ids) - np.arange(len(ids))) / len(ids)
-            paired = True
     elif use_model and strategy != "hybrid":
         priority = uncertainty / trained
     elif use_model:
@@ -340,8 +346,8 @@ def _train(run: TrainingRun) -> None:
         lap("write")
         elapsed = round(time.perf_counter() - started, 3)
         order = "model" if use_model else ("random" if strategy == "random" else "cold start")
-        if paired:
-            order = "model, prompt-mates together"
+        if mates:
+            order = f"model, {mates}"
         TrainingRun.objects.filter(pk=run.pk).update(
             status=RunStatus.SUCCEEDED, data_hash=digest, labels=labelled, metrics=metrics,
             timings={"seconds": elapsed, "items": len(ids), "encoder": encoder, "order": order,

@@ -32,6 +32,7 @@ from labelling.learning.sampling import (
     sibling_groups,
     siblings_disagree,
     spread_order,
+    spread_siblings,
     typiclust_batch,
 )
 from labelling.learning.simulate import group_split, labels_to_reach, simulate
@@ -363,6 +364,17 @@ def test_pair_siblings_follows_each_pick_with_its_next_free_prompt_mate():
     assert pair_siblings(order, np.full(7, -1)).tolist() == order.tolist()
 
 
+def test_spread_siblings_puts_one_item_per_unlabelled_prompt_first():
+    order = np.array([0, 1, 2, 3, 4, 5, 6])
+    groups = np.array([0, 0, 1, 2, 1, 3, -1])
+    labelled = np.array([False, False, False, False, False, False, False])
+    labelled_elsewhere = np.zeros(7, dtype=bool)
+    labelled_elsewhere[3] = True  # group 2 has a label
+
+    assert spread_siblings(order, groups, labelled, head=4).tolist() == [0, 2, 3, 5, 1, 4, 6]
+    assert spread_siblings(order, groups, labelled_elsewhere, 4).tolist() == [0, 2, 5, 6, 1, 3, 4]
+
+
 def test_typiclust_takes_typical_items_of_uncovered_clusters():
     X, truth = blobs(n_per=30, centres=4, dim=8, seed=3)
     first = typiclust_batch(X, 4, seed=0)
@@ -374,7 +386,7 @@ def test_typiclust_takes_typical_items_of_uncovered_clusters():
     assert sorted(truth[more].tolist()) == [2, 3]
 
 
-@pytest.mark.parametrize("siblings", ["auto", "on", "off"])
+@pytest.mark.parametrize("siblings", ["auto", "pair", "on", "off"])
 def test_simulate_labels_prompt_mates_together_when_asked(siblings):
     X, truth = blobs(n_per=40, centres=6, dim=10, seed=2)
     y = np.array(["a", "b"])[np.arange(truth.size) % 2]  # each pair: one "a", one "b"
