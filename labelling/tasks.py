@@ -57,10 +57,11 @@ def ml_items_embed(project_id: int) -> str:
     if project is None:
         return f"project {project_id} is gone"
     result = items_embed(project=project)
-    if result.embedded:
+    if result.embedded or result.prompts:
         from labelling.services.training import training_after_embedding
 
-        # New vectors: a run places the new items (a diverse cold start before any model).
+        # New vectors: a run places the new items (a diverse cold start before any model);
+        # new prompt hashes: a run may now serve prompt-mates side by side.
         training_after_embedding(project=project)
     if result.new:
         from labelling.services.clustering import clustering_run_maybe

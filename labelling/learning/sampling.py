@@ -695,11 +695,15 @@ def sibling_groups(keys: Sequence[object], most: int = SIBLINGS_MAX) -> np.ndarr
     return groups
 
 
+SIBLING_EVIDENCE = 3  # labelled prompt-mate pairs before they may count as agreeing
+
+
 def siblings_disagree(groups: np.ndarray, labels: Sequence[Sequence[object]]) -> bool:
     """Whether labelled prompt-mates disagree more often than two labelled items drawn at
     random, for any question (``labels``: per question, a value or None per item). Then the
     label is about the reply more than the prompt, and prompt-mates are worth labelling
-    together. True while no two prompt-mates are labelled (so the first batches find out).
+    together. True while fewer than SIBLING_EVIDENCE pairs are labelled, so the first batches
+    find out (once spread, few new pairs get labelled, so one pair must not decide).
     """
     groups = np.asarray(groups)
     seen_pairs = False
@@ -714,8 +718,8 @@ def siblings_disagree(groups: np.ndarray, labels: Sequence[Sequence[object]]) ->
                 for b in range(a + 1, len(group_values)):
                     pairs += 1
                     differ += int(group_values[a] != group_values[b])
-        if not pairs:
-            continue
+        if pairs < SIBLING_EVIDENCE:
+            return True
         seen_pairs = True
         known = [value for value in values if value is not None]
         _, counts = np.unique(np.asarray(known, dtype=object).astype(str), return_counts=True)
@@ -760,17 +764,19 @@ def pair_siblings(order: np.ndarray, groups: np.ndarray, eligible: np.ndarray | 
 
 
 def spread_siblings(order: np.ndarray, groups: np.ndarray, covered: np.ndarray,
-                    head: int) -> np.ndarray:  # fmt: skip
-    """``order`` with items whose prompt already has a label (``covered``: per item, whether
-    one of its group is labelled) or a pick among the first ``head`` moved behind them."""
+                    head: int, eligible: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``order`` whose first ``head`` places go to ``eligible`` items (default: all) of prompts
+    with no label yet (``covered``: per item, whether it is labelled), one per prompt; the
+    rest follow in their order."""
     order = np.asarray(order, dtype=np.int64)
     groups = np.asarray(groups)
+    ok = np.ones(groups.size, dtype=bool) if eligible is None else np.asarray(eligible, bool)
     seen = {int(g) for g in np.unique(groups[np.asarray(covered, bool)]) if g >= 0}
     front: list[int] = []
     back: list[int] = []
     for index in order.tolist():
         g = int(groups[index])
-        if len(front) < head and (g < 0 or g not in seen):
+        if len(front) < head and ok[index] and (g < 0 or g not in seen):
             front.append(index)
             if g >= 0:
                 seen.add(g)

@@ -59,6 +59,7 @@ def _fit_score(
 
 
 COLD_STARTS = ("kmeans", "kmeans_pp", "clusters", "random", "typiclust")
+SIBLINGS = ("auto", "pair", "on", "off")
 DEFAULT_DENSITY = {"badge": sampling.BADGE_DENSITY_WEIGHT}  # others: 1.0
 
 
@@ -116,6 +117,9 @@ def simulate(
     start = batch if start is None else start
     rng = np.random.default_rng(seed)
     groups_of = sampling.sibling_groups(prompts) if prompts is not None else None
+    if siblings not in SIBLINGS:
+        raise ValueError(f"unknown siblings {siblings!r}; use one of {SIBLINGS}")
+    spare = groups_of is not None and siblings == "auto" and strategy == "badge"
 
     cold = {True: "kmeans", False: "random"}.get(cold_start, cold_start)  # type: ignore[call-overload]
     if cold not in COLD_STARTS:
@@ -165,8 +169,9 @@ def simulate(
                     strategy,
                     classifiers.predict_proba(model, X[rest]),
                     X[rest],
-                    # Spreading over prompts needs picks to spare (the product has the order).
-                    3 * size if groups_of is not None and siblings == "auto" else size,
+                    # Spreading over prompts needs picks to spare (the product has the order;
+                    # badge's k-means++ sequence is the same for any length, other orders not).
+                    3 * size if spare else size,
                     seed=seed + len(labelled),
                     uncertainty=uncertainty,
                     labelled_X=X[taken],
@@ -183,7 +188,10 @@ def simulate(
                 labelled_mask = np.zeros(y.size, dtype=bool)
                 labelled_mask[taken] = True
                 order = np.concatenate([chosen, rest[~np.isin(rest, chosen)]])
-                chosen = sampling.spread_siblings(order, groups_of, labelled_mask, size)[:size]
+                free = np.zeros(y.size, dtype=bool)
+                free[rest] = True
+                chosen = sampling.spread_siblings(order, groups_of, labelled_mask, size, free)
+                chosen = chosen[:size]
             elif disagree:
                 # The product's pairing (services/training.py): each pick followed by a
                 # prompt-mate still to label, as many as the batch holds.

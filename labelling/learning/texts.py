@@ -224,10 +224,11 @@ def item_embedding_texts(
 
 def prompt_hash(messages: Sequence[Any], candidates: Sequence[Any] | None = None) -> str:
     """sha256 hex of the conversation up to its last user turn (roles and texts): equal for
-    items that answer the same prompt in the same context; "" when there is no user turn."""
+    items that answer the same prompt in the same context; "" when there is no user turn or
+    its text is empty."""
     user_index = _last_user_index(messages)
-    if user_index is None:
-        return ""
+    if user_index is None or not _content(messages[user_index]).strip():
+        return ""  # no prompt (or an empty one): no prompt-mates
     digest = hashlib.sha256()
     for message in messages[: user_index + 1]:
         digest.update(f"{_role(message)}\0{_content(message).strip()}\0".encode())

@@ -31,6 +31,7 @@ class EmbedResult:
     unchanged: int = 0
     new: int = 0  # items embedded for the first time by any encoder (newly imported)
     duplicates: int = 0  # of those, held as near-duplicates
+    prompts: int = 0  # unchanged vectors given the prompt hash they lacked
 
 
 def items_embed(
@@ -82,6 +83,7 @@ def items_embed(
                 todo.append((pk, texts, digest, prompt))
         if missing_prompt:
             Embedding.objects.bulk_update(missing_prompt, ["prompt_hash"])
+            result.prompts += len(missing_prompt)
         if todo:
             unseen = [pk for pk, *_ in todo if pk not in known]
             seen = set(

@@ -8,6 +8,7 @@ partial state; model files are written to a temporary name and renamed into plac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -104,22 +105,27 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     return inputs
 
 
+def _digest(values: list[str]) -> str:
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()
+
+
 _VECTORS_SQL = """
-SELECT e.item_id, e.vector, e.prompt_hash
+SELECT e.item_id, e.vector, e.prompt_hash, i.hold
 FROM labelling_embedding e JOIN labelling_item i ON i.id = e.item_id
 WHERE i.project_id = %s AND e.encoder = %s AND i.gold IS NULL ORDER BY e.item_id
 """
 
 
 def _dataset(project: Project):
-    """(item ids, vectors, consensus per item, encoder, prompt hash per item) for the embedded
-    non-gold items."""
+    """(item ids, vectors, consensus per item, encoder, prompt hash per item, held mask) for
+    the embedded non-gold items."""
     latest = embedding_encoder_latest(project=project)
     rows = db.binary_rows(_VECTORS_SQL, [project.pk, latest]) if latest else []
     if not rows:
-        return [], np.zeros((0, 0), np.float32), [], latest, []
+        return [], np.zeros((0, 0), np.float32), [], latest, [], np.zeros(0, dtype=bool)
     ids = [row[0] for row in rows]
     prompts = [row[2] for row in rows]
+    held = np.array([bool(row[3]) for row in rows], dtype=bool)  # never served
     # One buffer and one reshape: ~50x faster than a frombuffer per row at 100k items.
     X = np.frombuffer(b"".join(bytes(row[1]) for row in rows), dtype="<f4")
     X = X.reshape(len(ids), -1).astype(np.float32, copy=False)
@@ -130,7 +136,7 @@ def _dataset(project: Project):
         )
     )
     consensus = [labelled.get(pk) or {} for pk in ids]
-    return ids, X, consensus, latest, prompts
+    return ids, X, consensus, latest, prompts, held
 
 
 def _predictions_json(models: dict, probs: dict, n: int, control: np.ndarray) -> list[str]:
@@ -218,7 +224,7 @@ def _train(run: TrainingRun) -> None:
         for q in (schema.parsed().questions if schema else ())
         if q.type in TRAINED_TYPES and q.scope == "conversation"
     ]
-    ids, X, consensus, encoder, prompts = _dataset(project)
+    ids, X, consensus, encoder, prompts, held = _dataset(project)
     # Pairs become [p, r, p*r, |p−r|]: the models, badge's density and the cold start's
     # clusters all see the reply beside its prompt.
     X = classifiers.model_inputs(X, pair=is_pair(encoder))
@@ -235,7 +241,11 @@ def _train(run: TrainingRun) -> None:
     # embedding text) are part of the data: changing any must retrain and reorder the queue.
     digest = classifiers.data_hash(
         [*ids, "settings"],
-        [*per_item, [project.learning_strategy, project.control_share, encoder]],
+        [
+            *per_item,
+            # Prompt hashes may arrive after the vectors (kept since migration 0011).
+            [project.learning_strategy, project.control_share, encoder, _digest(prompts)],
+        ],
     )
     previous = project.training_runs.filter(status=RunStatus.SUCCEEDED).order_by("-pk").first()
     if previous is not None and previous.data_hash == digest:
@@ -290,7 +300,7 @@ def _train(run: TrainingRun) -> None:
         # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
         # embeddings): the next `batch` items served are the batch BADGE would pick, among the
         # items still to label. The replay in learning/simulate.py uses the same function.
-        to_label = ~control & ~np.array([bool(c) for c in consensus], dtype=bool)
+        to_label = ~control & ~held & ~np.array([bool(c) for c in consensus], dtype=bool)
         priority = sampling.badge_priorities(
             _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label,
             ordered=max(sampling.BADGE_ORDERED, 2 * batch),
@@ -309,7 +319,7 @@ def _train(run: TrainingRun) -> None:
                 # Where the prompt decides much of the label, another reply to a prompt
                 # already labelled teaches little: the first picks go to other prompts.
                 labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
-                order = sampling.spread_siblings(order, groups, labelled_mask, head)
+                order = sampling.spread_siblings(order, groups, labelled_mask, head, to_label)
                 mates = "prompts spread"
             priority = np.empty(len(ids))
             priority[order] = (len(ids) - np.arange(len(ids))) / len(ids)

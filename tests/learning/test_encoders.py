@@ -326,6 +326,8 @@ def test_items_answering_the_same_prompt_share_a_prompt_hash():
     assert prompt_hash(CHAT) != prompt_hash(other_history)  # same last question, other context
     assert prompt_hash(PAIR_MESSAGES, PAIR_CANDIDATES) == prompt_hash(PAIR_MESSAGES)
     assert prompt_hash([{"role": "assistant", "content": "A poem."}]) == ""  # no prompt
+    empty = [{"role": "user", "content": "  "}, {"role": "assistant", "content": "Hm?"}]
+    assert prompt_hash(empty) == ""  # an empty prompt makes no prompt-mates
 
 
 class CountingEncoder(HashingEncoder):

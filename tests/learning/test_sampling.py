@@ -347,6 +347,8 @@ def test_prompt_mates_are_paired_when_their_labels_differ_more_than_chance():
     # Several answers to one question, judged alike: the prompt decides the label.
     alike = ["x", "x", "y", "y", "x", "x", "y", None]
     assert siblings_disagree(groups, [unknown])  # nothing known yet: find out
+    one_pair_alike = ["x", "x", None, None, None, None, "y", "x"]
+    assert siblings_disagree(groups, [one_pair_alike])  # one pair is not enough to stop pairing
     assert siblings_disagree(groups, [preference])
     assert not siblings_disagree(groups, [alike])
     assert siblings_disagree(groups, [alike, preference])  # any question will do
@@ -373,6 +375,10 @@ def test_spread_siblings_puts_one_item_per_unlabelled_prompt_first():
 
     assert spread_siblings(order, groups, labelled, head=4).tolist() == [0, 2, 3, 5, 1, 4, 6]
     assert spread_siblings(order, groups, labelled_elsewhere, 4).tolist() == [0, 2, 5, 6, 1, 3, 4]
+    # Items not to serve now (control slice, part-rated) neither take the front nor mark their
+    # prompt: 0 is not eligible, so its mate 1 may come first.
+    eligible = np.array([False, True, True, True, True, True, False])
+    assert spread_siblings(order, groups, labelled, 3, eligible).tolist() == [1, 2, 3, 0, 4, 5, 6]
 
 
 def test_typiclust_takes_typical_items_of_uncovered_clusters():
