@@ -44,12 +44,14 @@ full-data macro-F1 (saving against random):
 
     strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
     random                    142          43         135         95
-    badge (siblings=auto)     118 +17%     42 +2%     114 +15%    59 +37%     +18%   +2%
+    badge (siblings=auto)     119 +16%     42 +2%     114 +15%    59 +37%     +18%   +2%
     badge,siblings=pair       129 +9%      42 +2%     114 +15%    59 +37%     +16%   +2%
     badge,siblings=off        127 +10%     42 +2%     114 +15%    77 +18%     +12%   +2%
 
-95% bootstrap intervals for badge: truthfulqa -1..+33%, bbq -35..+29%, toldbr -6..+32%,
-hh_pairs +24..+47%. Seeds 0-49: +26 +9 -13 +35 (mean 14%); seeds 50-99: +7 -9 +36 +40 (19%).
+95% bootstrap intervals for badge: truthfulqa -5..+32%, bbq -37..+29%, toldbr -6..+32%,
+hh_pairs +25..+47%. Seeds 0-49: +24 +9 -13 +35 (mean 14%); seeds 50-99: +7 -9 +36 +40 (18%).
+"auto" pairs until 3 labelled prompt-mate pairs (sampling.SIBLING_EVIDENCE); with 1, as first
+measured, truthfulqa was 118 (+17%), the rest the same.
 Prompt-mates (sampling.pair_siblings): hh_pairs' items are the two replies to one prompt and
 its label is which one people preferred; served side by side they took badge from -19% to -54%
 labels on seeds 10-49 (screened there, then confirmed on 50-99: -11% to -40%). Always pairing
