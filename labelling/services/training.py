@@ -300,14 +300,14 @@ def _train(run: TrainingRun) -> None:
         # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
         # embeddings): the next `batch` items served are the batch BADGE would pick, among the
         # items still to label. The replay in learning/simulate.py uses the same function.
-        to_label = ~control & ~held & ~np.array([bool(c) for c in consensus], dtype=bool)
+        labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
+        to_label = ~control & ~held & ~labelled_mask
+        head = max(sampling.BADGE_ORDERED, 2 * batch)  # queue places laid out by k-means++
         priority = sampling.badge_priorities(
-            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label,
-            ordered=max(sampling.BADGE_ORDERED, 2 * batch),
-        )  # fmt: skip
+            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label, ordered=head
+        )
         groups = sampling.sibling_groups(prompts)
         if (groups >= 0).any():
-            head = max(sampling.BADGE_ORDERED, 2 * batch)
             order = np.argsort(-priority, kind="stable")
             if sampling.siblings_disagree(groups, list(labels.values())):
                 # Where labels differ between replies to one prompt more than between any two
@@ -318,7 +318,6 @@ def _train(run: TrainingRun) -> None:
             else:
                 # Where the prompt decides much of the label, another reply to a prompt
                 # already labelled teaches little: the first picks go to other prompts.
-                labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
                 order = sampling.spread_siblings(order, groups, labelled_mask, head, to_label)
                 mates = "prompts spread"
             priority = np.empty(len(ids))
