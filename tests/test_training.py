@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from labelling.learning.encoders import HashingEncoder
@@ -447,6 +449,45 @@ def test_badge_places_prompt_mates_by_whether_their_labels_differ(project, owner
         assert run.timings["order"] == "model, prompts spread"
         assert len(set(served[:10])) == 10  # one reply per prompt
         assert not set(served[:10]) & {f"p{n}" for n in range(15, 25)}  # none already labelled
+
+
+def test_badge_serves_near_copies_of_labelled_replies_last(project, owner):
+    """A reply people have labelled already ("I have no comment.") shares its label with its
+    copies under other prompts: they wait until every other item to label has been served."""
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    project_update(project=project, overlap=1, control_share=0.1, learning_strategy="badge")
+
+    def reply(n: int) -> str:  # four of the topic's words: no two alike (cosine < 0.95)
+        words = (FOOD if n % 2 else CODE).split()
+        random.Random(n).shuffle(words)
+        return " ".join(words[:4]) + f" number {n}"
+
+    # The reply decides the topic; the copies' labels differ, so the model is unsure of them.
+    rows = [chat(f"i{n}", user=f"question {n}",
+                 reply="I have no comment." if n % 3 == 0 else reply(n))
+            for n in range(90)]  # fmt: skip
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    items_embed(project=project, encoder=HashingEncoder())
+    for item in Item.objects.filter(external_id__in=[f"i{n}" for n in range(20)]):
+        item.consensus = {"topic": {"value": "food" if int(item.external_id[1:]) % 2 else "code"}}
+        item.ratings = 1
+        item.save(update_fields=["consensus", "ratings"])
+
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    control = dict(zip(ids, control_slice(ids, 0.1), strict=True))
+    queue = [
+        int(external_id[1:])
+        for external_id, pk in Item.objects.filter(ratings=0)
+        .order_by("-priority", "pk")
+        .values_list("external_id", "pk")
+        if not control[pk]
+    ]
+    copies = [n % 3 == 0 for n in queue]
+    assert 15 <= sum(copies) < len(queue)
+    assert copies == sorted(copies)  # every other item first, then the copies
 
 
 def test_prompt_hashes_that_arrive_later_make_the_next_run_reorder(labelled):

@@ -13,10 +13,11 @@ experiments, badge_density, badge_balanced, badge_top, badge_local, density, cor
 diverse, typiclust, typiclust_unc.
 Model strategies start from the items nearest to k-means centres, one batch of them
 (--cold kmeans; or kmeans_pp, clusters = the old round-robin order, random).
-Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE; siblings=auto (the
-product's rule: prompt-mates served together while labelled ones disagree more than chance,
-else spread over prompts), pair (never spread), on (always pair) or off; until=N: TypiClust
-batches until N labels, then the strategy.
+Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE; near=0 turns off
+badge's rule that near copies of labelled replies come last (near=0.9: looser copies);
+siblings=auto (the product's rule: prompt-mates served together while labelled ones disagree
+more than chance, else spread over prompts), pair (never spread), on (always pair) or off;
+until=N: TypiClust batches until N labels, then the strategy.
 
     .venv/bin/python bench/learning/efficiency.py                  # a table as below (~20 min)
     .venv/bin/python bench/learning/efficiency.py --seeds 5 --sets bbq
@@ -37,6 +38,26 @@ instead of 20 (the target is reached after 30-160 random labels, so 20 was too c
 seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1. C=0.1 stays:
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
+
+Measured 2026-12-03 (evening), the same configuration, after badge began serving near copies
+of labelled replies last (sampling.near_copies: reply cosine >= 0.95, "I have no comment."
+under many questions; truthfulqa: 98% of such reply pairs share their label, against 52% of
+any two items). Random's figures are identical to the run below (same vectors, same seeds):
+
+    strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
+    random                    142          43         135         95
+    badge (near copies last)  121 +14%     38 +12%    111 +17%    58 +39%     +21%   +12%
+
+95% bootstrap intervals: truthfulqa -7..+32%, bbq -13..+29%, toldbr -3..+34%, hh_pairs
++26..+49%. Seeds 0-49: +41 +17 -11 +37 (mean 21%); seeds 50-99: -16 +3 +38 +40 (16%).
+Screened on truthfulqa (a variant that zeroed the copies' gradients): seeds 0-29 126 -> 104,
+fresh seeds 30-79 117 -> 111 labels; the rule as built gave 99 and 114 on those seeds but 173
+on seeds 80-99 (badge before it: about 113), so over 100 seeds truthfulqa is level (121
+against 119). toldbr has 6 rows with a near copy and moved from 114 to 111, bbq from 42 to
+38: a change to a few picks sends a replay down another path, and moves a set's mean by
+about as much as these gains. Cosine 0.90 instead of 0.95 was worse on truthfulqa (seeds
+0-79: 123 against 109). Kept: the mean rose from 18% to 21% and no set got worse by more than
+the noise, and raters no longer see the tenth copy of a reply already labelled.
 
 Measured 2026-12-03 (afternoon), int8 vectors (a text shared by items now encoded once per
 chunk), 100 seeds (0-99), batch 10, all items, half as test set. Mean labels to 95% of
@@ -230,10 +251,11 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     parsed: dict = {}
     for option in options:
         key, value = option.split("=", 1)
-        key = {"cold": "cold_start", "density": "density_weight", "random": "random_share"}.get(
-            key, key
-        )
-        if key in ("candidates", "density_weight", "random_share", "C"):
+        key = {
+            "cold": "cold_start", "density": "density_weight", "random": "random_share",
+            "near": "near_copy",
+        }.get(key, key)  # fmt: skip
+        if key in ("candidates", "density_weight", "random_share", "C", "near_copy"):
             parsed[key] = float(value)
         elif key in ("batch", "start", "until"):
             parsed[key] = int(value)
@@ -299,7 +321,7 @@ def main() -> None:
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
     if not args.embed_only:
-        from labelling.learning.classifiers import DEFAULT_C
+        from labelling.learning.classifiers import DEFAULT_C, reply_part
         from labelling.learning.simulate import simulate
         from labelling.learning.texts import prompt_hash
 
@@ -313,6 +335,7 @@ def main() -> None:
         if args.embed_only:
             continue
         X = model_inputs(vectors, args.texts)
+        replies = reply_part(X, pair=TEXTS[args.texts] == "pair")
         started = time.perf_counter()
         # Each seed has its own group split and so its own full-data reference; a replay stops
         # at the first round reaching 95% of it (a seed that never does counts as the pool).
@@ -339,6 +362,7 @@ def main() -> None:
                     strategy=strategy,
                     seed=seed,
                     prompts=prompts,
+                    replies=replies,
                     **{**base_options, **extra},
                 )  # fmt: skip
                 for seed in range(args.first_seed, args.first_seed + args.seeds)

@@ -74,6 +74,16 @@ def model_inputs(X: np.ndarray, *, pair: bool) -> np.ndarray:
     return _pair_features(X[:, :half], X[:, half:], np.float32(np.sqrt(2.0)))
 
 
+def reply_part(X: np.ndarray, *, pair: bool) -> np.ndarray:
+    """The reply's own vector in what the classifiers read (a view): r of the pair features
+    [p, r, p*r, |p−r|], else the item's one vector."""
+    X = np.asarray(X)
+    if not pair:
+        return X
+    d = X.shape[1] // 4
+    return X[:, d : 2 * d]
+
+
 def _logistic(seed: int, C: float) -> Any:
     from sklearn.linear_model import LogisticRegression
 

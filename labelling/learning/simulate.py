@@ -84,6 +84,8 @@ def simulate(
     until: int = 0,
     prompts: Sequence[object] | None = None,
     siblings: str = "auto",
+    replies: np.ndarray | None = None,
+    near_copy: float = sampling.NEAR_COPY,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -103,10 +105,13 @@ def simulate(
     (sampling.pair_siblings) or spreads over prompts (sampling.spread_siblings):
     ``siblings`` "auto" (the product's rule) pairs while labelled prompt-mates disagree more
     than chance and spreads otherwise, "pair" pairs as "auto" but never spreads, "on" always
-    pairs, "off" neither.
+    pairs, "off" neither. ``replies``: each row's reply vector (classifiers.reply_part; default
+    X) for badge's rule that near copies of labelled replies (cosine >= ``near_copy``, 0: off)
+    wait until last (sampling.badge_priorities).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
+    R = X if replies is None else np.asarray(replies, dtype=np.float32)
     if density_weight is None:
         density_weight = DEFAULT_DENSITY.get(strategy, 1.0)
     classes = np.unique(y).tolist()
@@ -178,6 +183,9 @@ def simulate(
                     candidates=candidates,
                     density_weight=density_weight,
                     class_weights=sampling.balanced_class_weights(y[taken].tolist(), classes),
+                    replies=R[rest],
+                    labelled_replies=R[taken],
+                    near_copy=near_copy,
                 )
             ]
         if groups_of is not None and strategy != "random" and siblings != "off":

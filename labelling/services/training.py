@@ -303,9 +303,13 @@ def _train(run: TrainingRun) -> None:
         labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
         to_label = ~control & ~held & ~labelled_mask
         head = max(sampling.BADGE_ORDERED, 2 * batch)  # queue places laid out by k-means++
+        # A near copy of a labelled reply ("I have no comment.") waits until last.
+        replies = classifiers.reply_part(X, pair=is_pair(encoder))
+        known = np.flatnonzero(labelled_mask)[-sampling.NEAR_COPY_LABELLED :]
         priority = sampling.badge_priorities(
-            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label, ordered=head
-        )
+            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label, ordered=head,
+            replies=replies, labelled_replies=replies[known],
+        )  # fmt: skip
         groups = sampling.sibling_groups(prompts)
         if (groups >= 0).any():
             order = np.argsort(-priority, kind="stable")

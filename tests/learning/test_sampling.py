@@ -26,6 +26,7 @@ from labelling.learning.sampling import (
     kmeans_pp,
     least_confidence,
     margin,
+    near_copies,
     pair_siblings,
     priorities,
     select_batch,
@@ -286,6 +287,51 @@ def test_badge_priorities_lay_out_a_badge_batch_then_the_rest_by_gradient_length
         priorities(probs, strategy="badge")
 
 
+def test_near_copies_compare_directions_in_chunks():
+    V = np.array([[1.0, 0.0], [0.0, 2.0], [0.7, 0.7], [-1.0, 0.0]])
+    labelled = np.array([[3.0, 0.1], [0.1, 1.0], [0.0, -1.0]])
+    # Cosine, not distance: [0, 2] copies [0.1, 1] (0.995); [0.7, 0.7] is 0.77 from both.
+    assert near_copies(V, labelled).tolist() == [True, True, False, False]
+    assert near_copies(V, labelled, chunk=1).tolist() == [True, True, False, False]
+    assert near_copies(V, labelled, threshold=0.7).tolist() == [True, True, True, False]
+    assert near_copies(V, labelled[:0]).tolist() == [False] * 4
+    assert near_copies(V[:0], labelled).shape == (0,)
+
+
+def test_badge_serves_near_copies_of_labelled_replies_last():
+    X, truth = blobs(n_per=20, centres=4, seed=3)
+    probs = np.tile([0.99, 0.01], (len(X), 1))
+    probs[truth == 0] = [0.5, 0.5]  # the most uncertain rows: badge's head without the rule
+    probs[truth == 1] = [0.55, 0.45]
+    copies = truth == 0
+    # Each row of blob 0 says what a labelled reply said (the replies here: one direction).
+    rng = np.random.default_rng(0)
+    replies = rng.normal(size=(len(X), 3))
+    replies[:, 0] = -np.abs(replies[:, 0])  # the others point away from the labelled reply
+    replies[copies] = [1.0, 0.0, 0.0] + rng.normal(scale=0.01, size=(int(copies.sum()), 3))
+    labelled = np.array([[1.0, 0.0, 0.0]])
+    plain = badge_priorities(probs, X, ordered=4, seed=0, density_weight=0.0)
+    assert np.isin(np.argsort(-plain)[:4], np.flatnonzero(copies)).any()
+    values = badge_priorities(
+        probs, X, ordered=4, seed=0, density_weight=0.0, replies=replies,
+        labelled_replies=labelled,
+    )  # fmt: skip
+    order = np.argsort(-values)
+    assert set(truth[order[:4]]) <= {1, 2, 3}
+    assert np.isin(order[-int(copies.sum()) :], np.flatnonzero(copies)).all()  # then the rest
+    off = badge_priorities(
+        probs, X, ordered=4, seed=0, density_weight=0.0, replies=replies,
+        labelled_replies=labelled, near_copy=0,
+    )  # fmt: skip
+    assert np.array_equal(off, plain)
+    # Nothing but near copies left: they are still served, in badge's order.
+    only = badge_priorities(
+        probs, X, ordered=4, seed=0, candidates=copies, replies=replies,
+        labelled_replies=labelled,
+    )  # fmt: skip
+    assert set(truth[np.argsort(-only)[:4]]) == {0}
+
+
 def test_density_balanced_and_coreset_batches():
     X = np.array([[1.0, 0.0], [0.99, 0.1], [0.98, -0.1], [-1.0, 0.0]])
     uncertainty = np.array([0.5, 0.5, 0.5, 0.6])
@@ -398,8 +444,9 @@ def test_simulate_labels_prompt_mates_together_when_asked(siblings):
     y = np.array(["a", "b"])[np.arange(truth.size) % 2]  # each pair: one "a", one "b"
     prompts = [f"prompt {n // 2}" for n in range(y.size)]
     groups = np.arange(y.size) // 2
+    # Blob members are near copies of each other: the near-copy rule off, pairing alone.
     curve = simulate(X, y, groups, strategy="badge", seed=0, batch=10, budget=40,
-                     prompts=prompts, siblings=siblings)  # fmt: skip
+                     prompts=prompts, siblings=siblings, near_copy=0)  # fmt: skip
     assert curve.labels == [10, 20, 30, 40]
     assert sorted(curve.picked) == sorted(set(curve.picked)) and len(curve.picked) == 40
     after_first = [prompts[i] for i in curve.picked[10:]]
