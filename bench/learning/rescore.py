@@ -14,6 +14,20 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
+Measured 2026-12-03 (evening), PostgreSQL, 100k items, 1,000 labelled, --pair, one run each,
+load average ~1, a slower hour than the afternoon's: cold start 21.2 s (3.5 s of it importing
+scikit-learn, paid by a worker's first run, here the first strategy), badge 18.7, entropy 15.6.
+
+Measured 2026-12-03 (evening), PostgreSQL, 100k items, 20,000 labelled, --pair, one run each,
+load average ~1: badge 29.7 s with training 13.0 s of it (two questions, each three calibration
+folds of ~13k rows, then three models to score 100k items). Since a project with 5,000 labels
+or more calibrates on one stratified 80/20 split (classifiers.CALIBRATION_ONE_SPLIT_FROM):
+badge 23.5 s (load 6.2, train 7.2, score 4.4 of which 0.7 the near-copy check against 20k
+labelled replies, predictions 0.9, write 4.7), entropy 19.3 s. Over the goal for badge at
+this size. Two BLAS threads for fits of 5,000 rows or more, 30% faster for one fit alone, made
+the run's training slower (18.2-19.9 s in three runs against 13.0 and 16.0 s): not kept.
+On 20k synthetic rows the one split scored a log loss of 0.547 against 0.541 for three folds.
+
 Measured 2026-12-03 (afternoon), PostgreSQL, 100k items, 1,000 labelled, --pair, every item
 with a prompt-mate, one run each, load average ~1: cold start 16.2, badge 13.8, entropy 12.3 s;
 the cold start was 21.8 s (badge 15.6, entropy 12.0) an hour earlier with three mini-batch

@@ -23,6 +23,10 @@ Kind = Literal["choice", "multi_choice", "rating"]
 MIN_PER_CLASS_TO_CALIBRATE = 3
 DEFAULT_C = 0.1  # see train()
 CALIBRATION_FOLDS = 3
+# From this many labelled rows one stratified 80/20 split calibrates instead of three folds:
+# one fit instead of three and one model to score with. At 20,000 labels on 100k items it
+# took a run's training from 13 to 6 s (bench/learning/rescore.py --labels 20000).
+CALIBRATION_ONE_SPLIT_FROM = 5000
 
 
 @dataclass
@@ -113,10 +117,13 @@ def _fit_single_unlimited(
         calibrate = bool(enough)
     if calibrate and enough:
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.model_selection import StratifiedKFold
+        from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
 
-        folds = int(min(CALIBRATION_FOLDS, counts.min()))
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        if X.shape[0] >= CALIBRATION_ONE_SPLIT_FROM:
+            cv = StratifiedShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+        else:
+            folds = int(min(CALIBRATION_FOLDS, counts.min()))
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         estimator = CalibratedClassifierCV(_logistic(seed, C), method="sigmoid", cv=cv)
         return estimator.fit(X, y), True
     return _logistic(seed, C).fit(X, y), False

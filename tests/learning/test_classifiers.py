@@ -38,6 +38,17 @@ def test_it_learns_a_separable_choice_problem_with_calibrated_probabilities():
     assert macro_f1(y[180:], predict(model, X[180:])) > 0.9
 
 
+def test_many_labels_calibrate_on_one_split_instead_of_three_folds(monkeypatch):
+    X, y = separable(n=400)
+    few = train(X[:300], y[:300], classes=["neg", "neu", "pos"])
+    assert len(few.estimators[0].calibrated_classifiers_) == classifiers.CALIBRATION_FOLDS
+    monkeypatch.setattr(classifiers, "CALIBRATION_ONE_SPLIT_FROM", 300)
+    many = train(X[:300], y[:300], classes=["neg", "neu", "pos"])
+    assert many.calibrated and len(many.estimators[0].calibrated_classifiers_) == 1
+    assert np.allclose(predict_proba(many, X[300:]).sum(axis=1), 1.0)
+    assert macro_f1(y[300:], predict(many, X[300:])) > 0.9
+
+
 def test_it_falls_back_to_raw_probabilities_when_a_class_is_rare():
     X, y = separable(n=40, classes=("a", "b"))
     y[:] = "a"
