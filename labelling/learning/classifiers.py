@@ -25,7 +25,7 @@ DEFAULT_C = 0.1  # see train()
 CALIBRATION_FOLDS = 3
 # From this many labelled rows one stratified 80/20 split calibrates instead of three folds:
 # one fit instead of three and one model to score with. At 20,000 labels on 100k items it
-# took a run's training from 13 to 6 s (bench/learning/rescore.py --labels 20000).
+# took a run's training from 13 to 7 s (bench/learning/rescore.py --labels 20000).
 CALIBRATION_ONE_SPLIT_FROM = 5000
 
 
