@@ -674,9 +674,9 @@ def badge_priorities(
     k-means++ part, which bounds memory at 100k items. ``candidates`` (a boolean mask) limits
     the k-means++ part to the rows still to label, so labelled ones take no place in a batch.
     ``replies`` (one vector per row, default X) and ``labelled_replies`` (those of the labelled
-    items): a candidate whose reply is a near copy of a labelled one (cosine >= ``near_copy``;
-    0 turns this off) takes no place in the k-means++ part and follows every other item, as
-    its label is as good as known (bench/learning/efficiency.py, truthfulqa).
+    items): a candidate of the ``pool`` whose reply is a near copy of a labelled one (cosine
+    >= ``near_copy``; 0 turns this off) takes no place in the k-means++ part and follows every
+    other item, as its label is as good as known (bench/learning/efficiency.py, truthfulqa).
     """
     matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
     X = np.asarray(X, dtype=np.float32)
