@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from labelling.learning.sampling import unit_rows
+
 # Candidate cluster counts are tried on a sample of this many rows, and each candidate is
 # scored by the silhouette of at most SILHOUETTE_SAMPLE of them: k-means of a sample finds
 # the same groups as k-means of everything, at a fraction of the cost.
@@ -67,12 +69,6 @@ class Clustering:
     @property
     def k(self) -> int:
         return int(self.centres.shape[0])
-
-
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, 1e-12)
 
 
 def candidate_ks(n: int, max_k: int = MAX_K) -> list[int]:
@@ -134,7 +130,7 @@ def choose_k(
     """
     from threadpoolctl import threadpool_limits
 
-    X = _unit_rows(X)
+    X = unit_rows(X)
     n = X.shape[0]
     rng = np.random.default_rng(seed)
     rows = X if n <= sample else X[np.sort(rng.choice(n, sample, replace=False))]
@@ -216,7 +212,7 @@ def cluster(
 
     The full fit starts from the sample's centres, so it needs only a few passes over all rows.
     """
-    X = _unit_rows(X)
+    X = unit_rows(X)
     n = X.shape[0]
     if n == 0:
         return Clustering(np.zeros(0, np.int64), np.zeros((0, X.shape[1]), np.float32), None)
@@ -242,10 +238,10 @@ def representatives(
     X: np.ndarray, labels: np.ndarray, centres: np.ndarray, n: int = 5
 ) -> list[np.ndarray]:
     """Per cluster, the indices of up to n rows nearest its centre (by cosine), nearest first."""
-    X = _unit_rows(X)
+    X = unit_rows(X)
     labels = np.asarray(labels)
     result = []
-    for index, centre in enumerate(_unit_rows(centres)):
+    for index, centre in enumerate(unit_rows(centres)):
         members = np.flatnonzero(labels == index)
         if members.size == 0:
             result.append(np.zeros(0, np.int64))
@@ -340,7 +336,7 @@ def project_2d(
     """
     from sklearn.decomposition import PCA
 
-    X = _unit_rows(X)
+    X = unit_rows(X)
     centres = np.asarray(centres, dtype=np.float32)
     if X.shape[0] < 3 or X.shape[1] < 2:
         return np.zeros((X.shape[0], 2)), np.zeros((centres.shape[0], 2))
@@ -366,8 +362,8 @@ def near_duplicates(
     than the row it matches, so the first of a group of new duplicates stays free. Work is
     done in blocks of about `block` similarities to bound memory.
     """
-    new = _unit_rows(new_vectors)
-    old = _unit_rows(existing_vectors) if len(existing_vectors) else np.zeros((0, new.shape[1]))
+    new = unit_rows(new_vectors)
+    old = unit_rows(existing_vectors) if len(existing_vectors) else np.zeros((0, new.shape[1]))
     old = old.astype(np.float32)
     n_old, n_new = old.shape[0], new.shape[0]
     pairs: list[tuple[int, int, float]] = []

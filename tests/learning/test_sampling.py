@@ -29,6 +29,7 @@ from labelling.learning.sampling import (
     near_copies,
     pair_siblings,
     priorities,
+    row_norms,
     select_batch,
     sibling_groups,
     siblings_disagree,
@@ -107,6 +108,17 @@ def test_density_ranks_central_items_above_outliers():
     values = density(np.concatenate([core, outlier]))
     assert values[-1] < values[:-1].min()
     assert np.all((values >= 0) & (values <= 1))
+
+
+def test_density_is_the_mean_cosine_to_the_pool_and_ignores_row_length():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    X[3] = 0.0  # a zero row stays finite
+    U = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    expected = np.clip((U @ U.mean(axis=0) + 1) / 2, 0, 1)
+    assert np.allclose(density(X), expected, atol=1e-5)
+    assert np.allclose(density(X * rng.uniform(0.1, 9, size=(40, 1))), expected, atol=1e-5)
+    assert np.allclose(row_norms(X), np.linalg.norm(X, axis=1), atol=1e-5)
 
 
 def test_priorities_order_by_uncertainty_and_hybrid_spreads_over_clusters():
