@@ -10,7 +10,7 @@ random; entropy, margin, least_confidence (most uncertain first); hybrid (entrop
 one per k-means cluster of the 3x most uncertain); badge (the product's default candidate:
 k-means++ over gradient embeddings scaled by density**0.5, sampling.badge_priorities); and, for
 experiments, badge_density, badge_balanced, badge_top, badge_local, density, coreset, balanced,
-diverse, typiclust, typiclust_unc.
+diverse, typiclust, typiclust_unc, alfamix (ALFA-Mix; alfa=: the class mean's share, 0.5).
 Model strategies start from the items nearest to k-means centres, one batch of them
 (--cold kmeans; or kmeans_pp, clusters = the old round-robin order, random).
 Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE; near=0 turns off
@@ -38,6 +38,35 @@ instead of 20 (the target is reached after 30-160 random labels, so 20 was too c
 seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1. C=0.1 stays:
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
+
+Measured 2026-12-03 (night), the same configuration, on another machine of the same kind
+(Xeon with AVX-512 VNNI): the int8 encoder's vectors differ slightly by CPU, so random's row
+moved too (151 44 142 102 against 142 43 135 95) and only rows of one run compare:
+
+    strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
+    random                    151          44         142         102
+    badge (the default)       119 +21%     36 +19%    114 +20%    63 +38%     +25%   +19%
+    alfamix                    98 +35%     51 -15%     80 +44%    73 +28%     +23%   -15%
+    alfamix,siblings=pair     123 +18%     42 +5%      81 +43%    76 +26%     +23%   +5%
+
+95% bootstrap intervals: badge +1..+37%, -6..+37%, -4..+38%, +24..+48%; alfamix +19..+48%,
+-49..+11%, +28..+55%, +11..+42%. Halves (seeds 0-49 / 50-99): badge +31/+8, +30/+2, +7/+31,
++44/+31; alfamix +41/+27, -0/-38, +38/+49, +36/+20.
+ALFA-Mix (Parvaneh et al. 2022; sampling.alfamix_batch): k-means over the items whose
+predicted class changes when their features are mixed halfway with a labelled class's mean,
+the item nearest each centre, near copies of labelled replies only to fill. It is the first
+order to beat badge clearly on two sets, in both halves of the seeds (toldbr, truthfulqa), and
+loses clearly on bbq, where random needs only ~30 labels (median); its mean is level with
+badge's, so badge stays the default. A smaller share of the class mean (alfa=, more
+uncertainty, fewer typical items) was worse on seeds 0-49: 0.1 and 0.2 (before the near-copy
+rule) truthfulqa +3% and +10%, bbq -63% and -86%; 0.3 (with it) +18% and -55%. With 1.0
+(k-means over the whole pool each batch, no rule) bbq fell to -80%. Without the near-copy
+rule bbq was -32% on seeds 0-49 (0% with it): picks repeated the short replies ("The Jewish
+man") that badge's rule holds back. siblings=off (k-means over one batch, no spreading over
+prompts) gave bbq +14% and truthfulqa +42% on seeds 0-49 but would lose hh_pairs' pairing.
+Mixing the two orders (30/50/70% of each batch from ALFA-Mix, the rest badge's; an
+experiment not kept in the code) gave +26%, +19% and about +25% on average over 100 seeds,
+truthfulqa +11%, +5% and +18%: no better than badge alone, within the noise of +-15% per set.
 
 Measured 2026-12-03 (evening), the same configuration, after badge began serving near copies
 of labelled replies last (sampling.near_copies: reply cosine >= 0.95, "I have no comment."
@@ -255,7 +284,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             "cold": "cold_start", "density": "density_weight", "random": "random_share",
             "near": "near_copy",
         }.get(key, key)  # fmt: skip
-        if key in ("candidates", "density_weight", "random_share", "C", "near_copy"):
+        if key in ("candidates", "density_weight", "random_share", "C", "near_copy", "alfa"):
             parsed[key] = float(value)
         elif key in ("batch", "start", "until"):
             parsed[key] = int(value)

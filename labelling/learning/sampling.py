@@ -835,3 +835,65 @@ def spread_siblings(order: np.ndarray, groups: np.ndarray, covered: np.ndarray,
         else:
             back.append(index)
     return np.asarray(front + back, dtype=np.int64)
+
+
+# --- ALFA-Mix (Parvaneh et al. 2022), measured in bench/learning/efficiency.py, not the
+# product's order: the items whose predicted class changes when their features are mixed with
+# a labelled class's mean, spread by k-means.
+
+ALFAMIX_ALPHA = 0.5  # share of the class mean in the mix; 0.2-0.3 were worse on every set
+
+
+def mixing_flips(
+    probs: np.ndarray, anchor_probs: np.ndarray, alpha: float = ALFAMIX_ALPHA
+) -> np.ndarray:
+    """Whether each item's predicted class changes when its features are mixed, share
+    ``alpha``, with the mean features of some labelled class. For a logistic model the mix's
+    logits are the same mix of the two logits, and log-probabilities differ from logits by a
+    constant per row, so the items' probabilities (n x k) and the class means' (c x k) say it.
+    """
+    P = np.log(np.clip(_probs(probs), _EPS, 1.0))
+    A = np.log(np.clip(_probs(anchor_probs), _EPS, 1.0))
+    predicted = P.argmax(axis=1)
+    mixed = (1.0 - alpha) * P[:, None, :] + alpha * A[None, :, :]
+    return (mixed.argmax(axis=2) != predicted[:, None]).any(axis=1)
+
+
+def alfamix_batch(
+    probs: np.ndarray,
+    anchor_probs: np.ndarray,
+    X: np.ndarray,
+    size: int,
+    *,
+    seed: int = 0,
+    alpha: float = ALFAMIX_ALPHA,
+    last: np.ndarray | None = None,
+) -> np.ndarray:
+    """``size`` rows: k-means (k = ``size``) over the rows that flip (mixing_flips), the row
+    nearest each centre, in the centres' order. Rows marked ``last`` (near copies of labelled
+    replies) only fill; with no more flipping rows than ``size``: those, then by entropy."""
+    X = np.asarray(X, dtype=np.float32)
+    n = X.shape[0]
+    size = max(0, min(int(size), n))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    flips = mixing_flips(probs, anchor_probs, alpha)
+    if last is not None and (~np.asarray(last, bool)).sum() >= size:
+        flips &= ~np.asarray(last, bool)
+    candidates = np.flatnonzero(flips)
+    if candidates.size <= size:
+        return np.lexsort((-entropy(probs), ~flips))[:size]
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    U = unit_rows(X[candidates])
+    with threadpool_limits(limits=1):  # as kmeans_clusters: no threads spinning on 2 cores
+        centres = KMeans(n_clusters=size, n_init=1, random_state=seed).fit(U).cluster_centers_
+    taken = np.zeros(U.shape[0], dtype=bool)
+    chosen = []
+    for centre in centres:
+        distance = ((U - centre) ** 2).sum(axis=1)
+        distance[taken] = np.inf
+        chosen.append(int(distance.argmin()))
+        taken[chosen[-1]] = True
+    return candidates[np.asarray(chosen, dtype=np.int64)]

@@ -86,6 +86,7 @@ def simulate(
     siblings: str = "auto",
     replies: np.ndarray | None = None,
     near_copy: float = sampling.NEAR_COPY,
+    alfa: float = sampling.ALFAMIX_ALPHA,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -107,7 +108,9 @@ def simulate(
     than chance and spreads otherwise, "pair" pairs as "auto" but never spreads, "on" always
     pairs, "off" neither. ``replies``: each row's reply vector (classifiers.reply_part; default
     X) for badge's rule that near copies of labelled replies (cosine >= ``near_copy``, 0: off)
-    wait until last (sampling.badge_priorities).
+    wait until last (sampling.badge_priorities). "alfamix" (measured, not the product's):
+    k-means over the items whose predicted class changes when mixed, share ``alfa``, with a
+    labelled class's mean (sampling.alfamix_batch), near copies of labelled replies only to fill.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -124,7 +127,7 @@ def simulate(
     groups_of = sampling.sibling_groups(prompts) if prompts is not None else None
     if siblings not in SIBLINGS:
         raise ValueError(f"unknown siblings {siblings!r}; use one of {SIBLINGS}")
-    spare = groups_of is not None and siblings == "auto" and strategy == "badge"
+    spare = groups_of is not None and siblings == "auto" and strategy in ("badge", "alfamix")
 
     cold = {True: "kmeans", False: "random"}.get(cold_start, cold_start)  # type: ignore[call-overload]
     if cold not in COLD_STARTS:
@@ -161,6 +164,24 @@ def simulate(
             rest = np.setdiff1d(rest, randoms, assume_unique=True)
             size -= explore
         if strategy == "random" or size <= 0:
+            chosen = rest[rng.permutation(rest.size)[:size]]
+        elif strategy == "alfamix" and model.estimators:
+            # The mean features of each labelled class, scored like any item.
+            seen = [c for c in classes if (y[taken] == c).any()]
+            means = np.stack([X[taken][y[taken] == c].mean(axis=0) for c in seen])
+            copies = sampling.near_copies(R[rest], R[taken], near_copy) if near_copy else None
+            chosen = rest[
+                sampling.alfamix_batch(
+                    classifiers.predict_proba(model, X[rest]),
+                    classifiers.predict_proba(model, means),
+                    X[rest],
+                    3 * size if spare else size,
+                    seed=seed + len(labelled),
+                    alpha=alfa,
+                    last=copies,
+                )
+            ]
+        elif strategy == "alfamix":  # one class seen so far: no model to mix with
             chosen = rest[rng.permutation(rest.size)[:size]]
         elif len(labelled) < until:
             chosen = rest[
