@@ -63,7 +63,7 @@ rule) truthfulqa +3% and +10%, bbq -63% and -86%; 0.3 (with it) +18% and -55%. W
 (k-means over the whole pool each batch, no rule) bbq fell to -80%. Without the near-copy
 rule bbq was -32% on seeds 0-49 (0% with it): picks repeated the short replies ("The Jewish
 man") that badge's rule holds back. siblings=off (k-means over one batch, no spreading over
-prompts) gave bbq +14% and truthfulqa +42% on seeds 0-49 but would lose hh_pairs' pairing.
+prompts or pairing) gave +29% +5% +43% +7% over 100 seeds (mean 21%; hh_pairs loses its pairs).
 Mixing the two orders (30/50/70% of each batch from ALFA-Mix, the rest badge's; an
 experiment not kept in the code) gave +26%, +19% and about +25% on average over 100 seeds,
 truthfulqa +11%, +5% and +18%: no better than badge alone, within the noise of +-15% per set.
