@@ -3,7 +3,8 @@
 Embeds each real sample set in ../shared/data (cached in var/bench/learning/emb_<name>.npy),
 replays active learning with simulated raters who give the true label, and prints, per data set
 and on average over seeds, how many labels each strategy needs to first reach 95% of the
-full-data macro-F1 (each replay stops there; a seed that never does counts as the whole pool).
+full-data macro-F1 (each replay stops there; a seed that never does counts as the whole pool),
+with a 95% bootstrap interval over seeds for the change against random.
 Every seed has its own group-wise split into pool and test set, and its own full-data reference.
 Strategies come from labelling/learning/sampling.py, the functions the product's queue uses:
 random; entropy, margin, least_confidence (most uncertain first); hybrid (entropy x density,
@@ -406,26 +407,31 @@ def main() -> None:
             f"{time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}"
         )
         width = max(10, *(len(label) for label in labels_of))
-        print(f"  {'strategy':<{width}} {'mean':>6} {'median':>7} {'vs random':>10}  "
-              "labels to 95%, per seed")  # fmt: skip
-        base = None
+        print(f"  {'strategy':<{width}} {'mean':>6} {'median':>7} {'vs random':>10} "
+              f"{'95% interval':>14}  labels to 95%, per seed")  # fmt: skip
+        base, base_values = None, None
         results["sets"][name] = {"full_f1": full, "items": len(y), "strategies": {}}
         for label in labels_of:
             per_seed = [_reached(c, TARGET_SHARE) for c in curves[label]]
             values = [v if v is not None else c.labels[-1] for v, c in
                       zip(per_seed, curves[label], strict=True)]  # fmt: skip
             mean = float(np.mean(values))
-            delta = ""
+            delta, spread = "", ""
+            entry: dict = {"per_seed": values, "mean": mean}
             if label == "random":
-                base = mean
+                base, base_values = mean, values
             elif base:
                 saving = 1 - mean / base
                 savings[label].append(saving)
                 delta = f"{-saving:+.0%}"
+                low, high = _interval(values, base_values)
+                spread = f"{-high:+.0%}..{-low:+.0%}"
+                entry["saving"], entry["saving_interval"] = saving, [low, high]
             shown = " ".join(f">{c.labels[-1]}" if v is None else str(v)
                              for v, c in zip(per_seed, curves[label], strict=True))  # fmt: skip
-            print(f"  {label:<{width}} {mean:>6.0f} {np.median(values):>7.0f} {delta:>10}  {shown}")
-            results["sets"][name]["strategies"][label] = {"per_seed": values, "mean": mean}
+            print(f"  {label:<{width}} {mean:>6.0f} {np.median(values):>7.0f} {delta:>10} "
+                  f"{spread:>14}  {shown}")  # fmt: skip
+            results["sets"][name]["strategies"][label] = entry
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     if args.embed_only or not savings:
@@ -439,6 +445,16 @@ def main() -> None:
                 f"  {strategy:<{width}} mean {np.mean(values):4.0%}  worst set {min(values):5.0%}"
                 f"  per set {' '.join(f'{v:.0%}' for v in values)}  goal {verdict}"
             )
+
+
+def _interval(values: list, base_values: list, draws: int = 5000) -> tuple[float, float]:
+    """95% bootstrap interval of the saving 1 - mean(values) / mean(base_values), resampling
+    seeds (each seed's replays share one split, so the two lists are drawn together)."""
+    a, b = np.asarray(values, dtype=float), np.asarray(base_values, dtype=float)
+    rows = np.random.default_rng(0).integers(0, a.size, (draws, a.size))
+    savings = 1 - a[rows].mean(axis=1) / b[rows].mean(axis=1)
+    low, high = np.percentile(savings, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _reached(curve, share: float) -> int | None:
