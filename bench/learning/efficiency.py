@@ -65,6 +65,8 @@ rule) truthfulqa +3% and +10%, bbq -63% and -86%; 0.3 (with it) +18% and -55%. W
 rule bbq was -32% on seeds 0-49 (0% with it): picks repeated the short replies ("The Jewish
 man") that badge's rule holds back. siblings=off (k-means over one batch, no spreading over
 prompts or pairing) gave +29% +5% +43% +7% over 100 seeds (mean 21%; hh_pairs loses its pairs).
+k-means over badge's gradient embeddings (x density**0.5) instead of the items' vectors: truthfulqa
++22%, bbq -16% (100 seeds; an experiment not kept in the code).
 Mixing the two orders (30/50/70% of each batch from ALFA-Mix, the rest badge's; an
 experiment not kept in the code) gave +26%, +19% and about +25% on average over 100 seeds,
 truthfulqa +11%, +5% and +18%: no better than badge alone, within the noise of +-15% per set.
