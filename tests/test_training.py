@@ -403,7 +403,7 @@ def test_badge_places_prompt_mates_by_whether_their_labels_differ(project, owner
     preferred, the other not) the first of the queue comes in prompt pairs; when the prompt
     decides the label, the first come from prompts with no label yet, one each."""
     schema_publish(project=project, definition=SCHEMA | PREFERENCE, created_by=owner)
-    project_update(project=project, overlap=1, control_share=0.1)
+    project_update(project=project, overlap=1, control_share=0.1, learning_strategy="badge")
     rows = [chat(f"p{n}-{side}", user=f"prompt {n} " + (FOOD if n % 2 else CODE),
                  reply=f"{side} reply {n} " + (CODE if side == "a" else FOOD))
             for n in range(40) for side in "ab"]  # fmt: skip
@@ -516,3 +516,60 @@ def test_prompt_hashes_that_arrive_later_make_the_next_run_reorder(labelled):
 
     assert first.status == second.status == RunStatus.SUCCEEDED  # not skipped: prompts changed
     assert (backfilled.embedded, backfilled.prompts) == (0, 80)
+
+
+def test_the_default_order_turns_from_badge_to_alfamix_at_forty_labels(project, owner):
+    """badge_alfamix, the default: BADGE's picks until ALFAMIX_AFTER labelled items outside the
+    control slice, then ALFA-Mix's, which starts with the items the model's answer hangs on
+    (the replies that mix both topics' words)."""
+    from labelling.learning.sampling import ALFAMIX_AFTER
+
+    schema_publish(project=project, definition=SCHEMA, created_by=owner)
+    # Retrained every 5 labels: k-means lays out the first 15 places.
+    project_update(project=project, overlap=1, control_share=0.1, retrain_every=5)
+    assert project.learning_strategy == "badge_alfamix"
+    mixed = [FOOD.split()[n % 8] + " " + " ".join(CODE.split()[:4]) + " " +
+             " ".join(FOOD.split()[4:8]) + f" mixed {n}" for n in range(20)]  # fmt: skip
+    rows = [chat(f"i{n}", user=f"question {n}", reply=(FOOD if n % 2 else CODE) + f" {n}")
+            for n in range(100)] + [chat(f"m{n}", user=f"question m{n}", reply=mixed[n])
+                                    for n in range(20)]  # fmt: skip
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    items_embed(project=project, encoder=HashingEncoder())
+    ids = list(Item.objects.order_by("pk").values_list("pk", flat=True))
+    control = dict(zip(ids, control_slice(ids, 0.1), strict=True))
+    clear = [i for i in Item.objects.filter(external_id__startswith="i").order_by("pk")
+             if not control[i.pk]]  # fmt: skip
+
+    def label(items):
+        for item in items:
+            topic = "food" if int(item.external_id[1:]) % 2 else "code"
+            item.consensus = {"topic": {"value": topic}}
+            item.ratings = 1
+            item.save(update_fields=["consensus", "ratings"])
+
+    def served(run):
+        assert run.status == RunStatus.SUCCEEDED, run.note
+        return [
+            (external_id, ratings)
+            for external_id, pk, ratings in Item.objects.order_by("-priority", "pk").values_list(
+                "external_id", "pk", "ratings"
+            )
+            if not control[pk]
+        ]
+
+    label(clear[: ALFAMIX_AFTER - 1])
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+    assert run.timings["order"] == "model"  # BADGE still
+    label(clear[ALFAMIX_AFTER - 1 : ALFAMIX_AFTER])
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+    queue = served(run)
+
+    assert run.timings["order"] == "model, ALFA-Mix"
+    head = queue[: 3 * project.retrain_every]  # laid out by k-means over flipping items
+    assert all(ratings == 0 for _, ratings in head)
+    assert len({external_id for external_id, _ in head}) == len(head)
+    # The mixed replies, on the boundary, flip: they come before the clear ones left.
+    mixed_free = sum(1 for external_id, _ in queue if external_id[0] == "m")
+    assert mixed_free > 3 * project.retrain_every  # more than k-means has centres
+    # The mixed replies, on the boundary, flip: they come before every clear one left.
+    assert {external_id[0] for external_id, _ in queue[:mixed_free]} == {"m"}

@@ -8,10 +8,11 @@ with a 95% bootstrap interval over seeds for the change against random.
 Every seed has its own group-wise split into pool and test set, and its own full-data reference.
 Strategies come from labelling/learning/sampling.py, the functions the product's queue uses:
 random; entropy, margin, least_confidence (most uncertain first); hybrid (entropy x density,
-one per k-means cluster of the 3x most uncertain); badge (the product's default candidate:
-k-means++ over gradient embeddings scaled by density**0.5, sampling.badge_priorities); and, for
-experiments, badge_density, badge_balanced, badge_top, badge_local, density, coreset, balanced,
-diverse, typiclust, typiclust_unc, alfamix (ALFA-Mix; alfa=: the class mean's share, 0.5).
+one per k-means cluster of the 3x most uncertain); badge (k-means++ over gradient embeddings
+scaled by density**0.5, sampling.badge_priorities); badge_alfamix (the product's default:
+badge until 40 labels, alfamix_after=, then ALFA-Mix, sampling.alfamix_priorities); and, for
+experiments, alfamix alone (alfa=: the class mean's share, 0.5), badge_density, badge_balanced,
+badge_top, badge_local, density, coreset, balanced, diverse, typiclust, typiclust_unc.
 Model strategies start from the items nearest to k-means centres, one batch of them
 (--cold kmeans; or kmeans_pp, clusters = the old round-robin order, random).
 Variants by "strategy,option=value": e.g. badge,density=0 is plain BADGE; near=0 turns off
@@ -289,7 +290,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         }.get(key, key)  # fmt: skip
         if key in ("candidates", "density_weight", "random_share", "C", "near_copy", "alfa"):
             parsed[key] = float(value)
-        elif key in ("batch", "start", "until"):
+        elif key in ("batch", "start", "until", "alfamix_after"):
             parsed[key] = int(value)
         else:
             parsed[key] = value
@@ -304,7 +305,7 @@ def main() -> None:
     parser.add_argument(
         "--strategies",
         nargs="*",
-        default=["random", "entropy", "margin", "hybrid", "badge,density=0", "badge"],
+        default=["random", "entropy", "badge", "badge_alfamix"],
         help="strategy[,option=value...], options: cold, uncertainty, candidates, density, "
         "random, C, batch, start (e.g. badge,cold=kmeans_pp)",
     )

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STRATEGIES = ("random", "entropy", "margin", "least_confidence", "hybrid", "badge")
+STRATEGIES = (
+    "random", "entropy", "margin", "least_confidence", "hybrid", "badge", "badge_alfamix"
+)  # fmt: skip
 
 _EPS = 1e-12
 KMEANS_FIT_SAMPLE = 20_000  # rows k-means fits on; the rest are assigned to the centres
@@ -232,6 +234,8 @@ def priorities(
         if X is None:
             raise ValueError("the badge strategy needs X")
         return badge_priorities(probs, X, seed=seed)
+    if strategy == "badge_alfamix":
+        raise ValueError("badge_alfamix needs the labelled classes' means: see alfamix_priorities")
     if strategy != "hybrid":
         return UNCERTAINTY[strategy](probs)
     return hybrid_priorities(
@@ -254,12 +258,8 @@ def hybrid_priorities(
         scores = scores * density(X, clusters, seed=seed) ** density_weight
     if clusters is None:
         return scores
-    order = _round_robin_order(scores, np.asarray(clusters))
-    n = scores.shape[0]
-    result = np.empty(n)
     # Position in the round-robin walk becomes a priority: first served gets 1.0.
-    result[order] = (n - np.arange(n)) / n
-    return result
+    return order_priorities(_round_robin_order(scores, np.asarray(clusters)))
 
 
 def cold_start_priorities(X: np.ndarray, clusters: np.ndarray, *, seed: int = 0) -> np.ndarray:
@@ -267,6 +267,15 @@ def cold_start_priorities(X: np.ndarray, clusters: np.ndarray, *, seed: int = 0)
     item first, so the first len(clusters) items served are one representative per region."""
     n = np.asarray(X).shape[0]
     return hybrid_priorities(np.ones(n), X=X, clusters=clusters, seed=seed)
+
+
+def order_priorities(order: np.ndarray) -> np.ndarray:
+    """Priorities (higher = serve first, in (0, 1]) that serve the rows in ``order``."""
+    order = np.asarray(order, dtype=np.int64)
+    n = order.size
+    result = np.empty(n)
+    result[order] = (n - np.arange(n)) / n
+    return result
 
 
 def _count(*arrays: np.ndarray | None) -> int:
@@ -719,10 +728,7 @@ def badge_priorities(
     E *= weight[top].astype(np.float32)[:, None]
     head = top[kmeans_pp(E, min(int(ordered), top.size), seed)]
     rest = by_length[~np.isin(by_length, head)]
-    order = np.concatenate([head, rest[~copies[rest]], rest[copies[rest]]])
-    result = np.empty(n)
-    result[order] = (n - np.arange(n)) / n
-    return result
+    return order_priorities(np.concatenate([head, rest[~copies[rest]], rest[copies[rest]]]))
 
 
 # --- Prompt-mates: items that answer the same prompt (several replies to one question, the two
@@ -837,11 +843,16 @@ def spread_siblings(order: np.ndarray, groups: np.ndarray, covered: np.ndarray,
     return np.asarray(front + back, dtype=np.int64)
 
 
-# --- ALFA-Mix (Parvaneh et al. 2022), measured in bench/learning/efficiency.py, not the
-# product's order: the items whose predicted class changes when their features are mixed with
-# a labelled class's mean, spread by k-means.
+# --- ALFA-Mix (Parvaneh et al. 2022): the items whose predicted class changes when their
+# features are mixed with a labelled class's mean, spread by k-means. The "badge_alfamix" order
+# serves BADGE's picks until ALFAMIX_AFTER labels, then these (bench/learning/efficiency.py).
 
-ALFAMIX_ALPHA = 0.5  # share of the class mean in the mix; 0.1 and 0.2 were worse on every set
+ALFAMIX_ALPHA = 0.5  # share of the class mean in the mix; 0.1, 0.2 and 0.3 were worse
+# Labels before "badge_alfamix" turns to ALFA-Mix. Alone from the first model on, ALFA-Mix
+# lost to random on bbq, where random needs ~40 labels; after 30-80 labels of BADGE it kept
+# its gains on truthfulqa and toldbr and lost nothing on bbq (40 measured best, 30-80 level).
+ALFAMIX_AFTER = 40
+ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memory at 100k items
 
 
 def mixing_flips(
@@ -859,41 +870,80 @@ def mixing_flips(
     return (mixed.argmax(axis=2) != predicted[:, None]).any(axis=1)
 
 
-def alfamix_batch(
-    probs: np.ndarray,
-    anchor_probs: np.ndarray,
+def alfamix_priorities(
+    probs: Sequence[np.ndarray] | np.ndarray,
+    anchor_probs: Sequence[np.ndarray] | np.ndarray,
     X: np.ndarray,
-    size: int,
     *,
+    centres: int,
     seed: int = 0,
     alpha: float = ALFAMIX_ALPHA,
-    last: np.ndarray | None = None,
+    pool: int = ALFAMIX_POOL,
+    candidates: np.ndarray | None = None,
+    replies: np.ndarray | None = None,
+    labelled_replies: np.ndarray | None = None,
+    near_copy: float = NEAR_COPY,
 ) -> np.ndarray:
-    """``size`` rows: k-means (k = ``size``) over the rows that flip (mixing_flips), the row
-    nearest each centre, in the centres' order. Rows marked ``last`` (near copies of labelled
-    replies) only fill; with no more flipping rows than ``size``: those, then by entropy."""
+    """The ALFA-Mix order, one float per item (higher = serve first, in (0, 1]).
+
+    ``probs``: one probability matrix per model softmax, ``anchor_probs``: the same model's
+    probabilities for the mean features of each labelled class (mixing_flips). The rows that
+    flip in some softmax, among ``candidates`` (a boolean mask: the rows still to label) and
+    at most ``pool`` of them drawn at random, are clustered by k-means (k = ``centres``, on
+    unit rows); the row nearest each centre comes first, in the centres' order (k-means++
+    seeding's, so every prefix is spread out). Then the other flipping rows, then the rest,
+    each by entropy, and the rows that are no candidates last. A flipping row whose reply is a
+    near copy of a labelled one (``replies``, ``labelled_replies``; cosine >= ``near_copy``,
+    0: off) takes no centre and comes after every other candidate, as in badge_priorities.
+    """
+    matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
+    anchors = [anchor_probs] if isinstance(anchor_probs, np.ndarray) else list(anchor_probs)
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
-    size = max(0, min(int(size), n))
-    if size == 0:
-        return np.zeros(0, dtype=np.int64)
-    flips = mixing_flips(probs, anchor_probs, alpha)
-    if last is not None and (~np.asarray(last, bool)).sum() >= size:
-        flips &= ~np.asarray(last, bool)
-    candidates = np.flatnonzero(flips)
-    if candidates.size <= size:
-        return np.lexsort((-entropy(probs), ~flips))[:size]
+    if n == 0:
+        return np.zeros(0)
+    flips = np.zeros(n, dtype=bool)
+    uncertainty = np.zeros(n)
+    for matrix, anchor in zip(matrices, anchors, strict=True):
+        flips |= mixing_flips(matrix, anchor, alpha)
+        uncertainty += entropy(matrix)
+    free = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
+    rows = np.flatnonzero(flips & free)
+    if rows.size > pool:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, int(pool), replace=False))
+    copies = np.zeros(n, dtype=bool)
+    if near_copy and labelled_replies is not None and len(labelled_replies) and rows.size:
+        R = X if replies is None else replies
+        copies[rows] = near_copies(R[rows], labelled_replies[-NEAR_COPY_LABELLED:], near_copy)
+        rows = rows[~copies[rows]]
+    head = np.zeros(0, dtype=np.int64)
+    k = max(0, min(int(centres), rows.size))
+    if k and rows.size > k:
+        head = rows[_nearest_to_centres(unit_rows(X[rows]), k, seed)]
+    elif k:
+        head = rows[np.argsort(-uncertainty[rows], kind="stable")]
+    # The rest: flipping rows, then the others, each by entropy; near copies, then the rows
+    # that are no candidates, last.
+    rest = np.lexsort((-uncertainty, ~flips, copies, ~free))
+    return order_priorities(np.concatenate([head, rest[~np.isin(rest, head)]]))
+
+
+def _nearest_to_centres(U: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The row nearest each of ``k`` k-means centres over ``U``, one distinct row per centre,
+    in the centres' order."""
     from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
-    U = unit_rows(X[candidates])
-    with threadpool_limits(limits=1):  # as kmeans_clusters: no threads spinning on 2 cores
-        centres = KMeans(n_clusters=size, n_init=1, random_state=seed).fit(U).cluster_centers_
+    with warnings.catch_warnings(), threadpool_limits(limits=1):  # as kmeans_clusters
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        centres = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(U).cluster_centers_
     taken = np.zeros(U.shape[0], dtype=bool)
     chosen = []
-    for centre in centres:
-        distance = ((U - centre) ** 2).sum(axis=1)
+    squared = np.einsum("ij,ij->i", U, U)
+    for centre in centres.astype(np.float32):
+        distance = squared - 2.0 * (U @ centre)
         distance[taken] = np.inf
         chosen.append(int(distance.argmin()))
         taken[chosen[-1]] = True
-    return candidates[np.asarray(chosen, dtype=np.int64)]
+    return np.asarray(chosen, dtype=np.int64)

@@ -60,7 +60,9 @@ def _fit_score(
 
 COLD_STARTS = ("kmeans", "kmeans_pp", "clusters", "random", "typiclust")
 SIBLINGS = ("auto", "pair", "on", "off")
-DEFAULT_DENSITY = {"badge": sampling.BADGE_DENSITY_WEIGHT}  # others: 1.0
+DEFAULT_DENSITY = {  # others: 1.0
+    "badge": sampling.BADGE_DENSITY_WEIGHT, "badge_alfamix": sampling.BADGE_DENSITY_WEIGHT
+}  # fmt: skip
 
 
 def simulate(
@@ -87,6 +89,7 @@ def simulate(
     replies: np.ndarray | None = None,
     near_copy: float = sampling.NEAR_COPY,
     alfa: float = sampling.ALFAMIX_ALPHA,
+    alfamix_after: int = sampling.ALFAMIX_AFTER,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -108,9 +111,11 @@ def simulate(
     than chance and spreads otherwise, "pair" pairs as "auto" but never spreads, "on" always
     pairs, "off" neither. ``replies``: each row's reply vector (classifiers.reply_part; default
     X) for badge's rule that near copies of labelled replies (cosine >= ``near_copy``, 0: off)
-    wait until last (sampling.badge_priorities). "alfamix" (measured, not the product's):
-    k-means over the items whose predicted class changes when mixed, share ``alfa``, with a
-    labelled class's mean (sampling.alfamix_batch), near copies of labelled replies only to fill.
+    wait until last (sampling.badge_priorities). "alfamix": ALFA-Mix's order
+    (sampling.alfamix_priorities: k-means, 3 centres per batch, over the items whose predicted
+    class changes when mixed, share ``alfa``, with a labelled class's mean) cut to one batch.
+    "badge_alfamix" (the product's default): badge until ``alfamix_after`` labels, then
+    alfamix.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -127,7 +132,9 @@ def simulate(
     groups_of = sampling.sibling_groups(prompts) if prompts is not None else None
     if siblings not in SIBLINGS:
         raise ValueError(f"unknown siblings {siblings!r}; use one of {SIBLINGS}")
-    spare = groups_of is not None and siblings == "auto" and strategy in ("badge", "alfamix")
+    spare = groups_of is not None and siblings == "auto" and strategy in (
+        "badge", "alfamix", "badge_alfamix"
+    )  # fmt: skip
 
     cold = {True: "kmeans", False: "random"}.get(cold_start, cold_start)  # type: ignore[call-overload]
     if cold not in COLD_STARTS:
@@ -156,32 +163,30 @@ def simulate(
             break
         rest = np.setdiff1d(pool, taken, assume_unique=True)
         size = min(batch, budget - len(labelled))
-        explore = 0 if strategy == "random" else int(round(random_share * size))
+        current = strategy
+        if strategy == "badge_alfamix":  # the product's default: BADGE first, then ALFA-Mix
+            current = "alfamix" if len(labelled) >= alfamix_after else "badge"
+        explore = 0 if current == "random" else int(round(random_share * size))
         if explore:
             # A random part of each batch keeps the training set close to the pool's
             # distribution; pure uncertainty picks skew it and weak models then get worse.
             randoms = rest[rng.permutation(rest.size)[:explore]]
             rest = np.setdiff1d(rest, randoms, assume_unique=True)
             size -= explore
-        if strategy == "random" or size <= 0:
+        if current == "random" or size <= 0:
             chosen = rest[rng.permutation(rest.size)[:size]]
-        elif strategy == "alfamix" and model.estimators:
-            # The mean features of each labelled class, scored like any item.
+        elif current == "alfamix" and model.estimators:
+            # The mean features of each labelled class, scored like any item; k-means with
+            # 3 centres per batch, as the product (services/training.py).
             seen = [c for c in classes if (y[taken] == c).any()]
             means = np.stack([X[taken][y[taken] == c].mean(axis=0) for c in seen])
-            copies = sampling.near_copies(R[rest], R[taken], near_copy) if near_copy else None
-            chosen = rest[
-                sampling.alfamix_batch(
-                    classifiers.predict_proba(model, X[rest]),
-                    classifiers.predict_proba(model, means),
-                    X[rest],
-                    3 * size if spare else size,
-                    seed=seed + len(labelled),
-                    alpha=alfa,
-                    last=copies,
-                )
-            ]
-        elif strategy == "alfamix":  # one class seen so far: no model to mix with
+            order = sampling.alfamix_priorities(
+                classifiers.predict_proba(model, X[rest]), classifiers.predict_proba(model, means),
+                X[rest], centres=3 * size, seed=seed + len(labelled), alpha=alfa,
+                replies=R[rest], labelled_replies=R[taken], near_copy=near_copy,
+            )  # fmt: skip
+            chosen = rest[np.argsort(-order, kind="stable")[: 3 * size if spare else size]]
+        elif current == "alfamix":  # one class seen so far: no model to mix with
             chosen = rest[rng.permutation(rest.size)[:size]]
         elif len(labelled) < until:
             chosen = rest[
@@ -192,7 +197,7 @@ def simulate(
         else:
             chosen = rest[
                 sampling.select_batch(
-                    strategy,
+                    current,
                     classifiers.predict_proba(model, X[rest]),
                     X[rest],
                     # Spreading over prompts needs picks to spare (the product has the order;
@@ -209,7 +214,7 @@ def simulate(
                     near_copy=near_copy,
                 )
             ]
-        if groups_of is not None and strategy != "random" and siblings != "off":
+        if groups_of is not None and current != "random" and siblings != "off":
             known = np.full(y.size, None, dtype=object)
             known[taken] = y[taken]
             disagree = siblings == "on" or sampling.siblings_disagree(groups_of, [known.tolist()])

@@ -105,6 +105,33 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     return inputs
 
 
+def _alfamix_inputs(
+    models: dict, probs: dict, X: np.ndarray, train: dict
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """For each softmax of _badge_inputs, its probabilities and those of the mean features of
+    each class among the question's training rows (``train``: key -> (rows, labels)), the
+    anchors ALFA-Mix mixes items with (sampling.mixing_flips)."""
+    from labelling.learning import classifiers
+
+    inputs: list[np.ndarray] = []
+    anchors: list[np.ndarray] = []
+    for key, model in models.items():
+        rows, values = train[key]
+        if model.kind == "multi_choice":
+            for column, label in enumerate(model.classes):
+                has = np.array([label in (value or ()) for value in values], dtype=bool)
+                means = [X[rows[mask]].mean(axis=0) for mask in (has, ~has) if mask.any()]
+                inputs.append(probs[key][:, column])
+                anchors.append(classifiers.predict_proba(model, np.stack(means))[:, column])
+        else:
+            values = np.asarray(values, dtype=object)
+            seen = [c for c in model.classes if (values == c).any()]
+            means = np.stack([X[rows[values == c]].mean(axis=0) for c in seen])
+            inputs.append(probs[key])
+            anchors.append(classifiers.predict_proba(model, means))
+    return inputs, anchors
+
+
 def _digest(values: list[str]) -> str:
     return hashlib.sha256("\n".join(values).encode()).hexdigest()
 
@@ -261,6 +288,7 @@ def _train(run: TrainingRun) -> None:
     trained = 0
     models = {}
     probs: dict[str, np.ndarray] = {}
+    train_rows: dict[str, tuple[np.ndarray, list]] = {}  # ALFA-Mix's class means
     for question in questions:
         y = labels[question.key]
         known = np.array([value is not None for value in y], dtype=bool)
@@ -276,6 +304,7 @@ def _train(run: TrainingRun) -> None:
         model = classifiers.train(X[train_mask], train_y, kind=question.type, classes=classes)
         models[question.key] = model
         probs[question.key] = classifiers.predict_proba(model, X)
+        train_rows[question.key] = (np.flatnonzero(train_mask), train_y)
         if strategy != "random":
             # Hybrid mixes in density and clusters once, over the questions' mean entropy;
             # badge orders by the probabilities themselves (below) and ignores this sum.
@@ -296,20 +325,37 @@ def _train(run: TrainingRun) -> None:
     use_model = trained and strategy != "random"
     batch = project.retrain_every or DEFAULT_BATCH  # labels between two runs: one "batch"
     mates = ""  # how prompt-mates were placed, if any
-    if use_model and strategy == "badge":
-        # Uncertain (long gradients), typical (density) and diverse (k-means++ over gradient
-        # embeddings): the next `batch` items served are the batch BADGE would pick, among the
-        # items still to label. The replay in learning/simulate.py uses the same function.
+    alfamix = False  # badge_alfamix past its BADGE part
+    if use_model and strategy in ("badge", "badge_alfamix"):
         labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
         to_label = ~control & ~held & ~labelled_mask
-        head = max(sampling.BADGE_ORDERED, 2 * batch)  # queue places laid out by k-means++
         # A near copy of a labelled reply ("I have no comment.") waits until last.
         replies = classifiers.reply_part(X, pair=is_pair(encoder))
         known = np.flatnonzero(labelled_mask)[-sampling.NEAR_COPY_LABELLED :]
-        priority = sampling.badge_priorities(
-            _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label, ordered=head,
-            replies=replies, labelled_replies=replies[known],
-        )  # fmt: skip
+        alfamix = bool(
+            strategy == "badge_alfamix"
+            and (labelled_mask & ~control).sum() >= sampling.ALFAMIX_AFTER
+        )
+        if alfamix:
+            # Enough labels for the model's classes to mean something: the items whose
+            # predicted class changes when mixed halfway with a labelled class's mean, the
+            # one nearest each k-means centre first (3 centres per batch, as in the replay).
+            head = 3 * batch
+            inputs, anchors = _alfamix_inputs(models, probs, X, train_rows)
+            priority = sampling.alfamix_priorities(
+                inputs, anchors, X, centres=head, seed=run.pk, candidates=to_label,
+                replies=replies, labelled_replies=replies[known],
+            )  # fmt: skip
+        else:
+            # Uncertain (long gradients), typical (density) and diverse (k-means++ over
+            # gradient embeddings): the next `batch` items served are the batch BADGE would
+            # pick, among the items still to label. The replay in learning/simulate.py uses
+            # the same function.
+            head = max(sampling.BADGE_ORDERED, 2 * batch)  # places laid out by k-means++
+            priority = sampling.badge_priorities(
+                _badge_inputs(models, probs), X, seed=run.pk, candidates=to_label,
+                ordered=head, replies=replies, labelled_replies=replies[known],
+            )  # fmt: skip
         groups = sampling.sibling_groups(prompts)
         if (groups >= 0).any():
             order = np.argsort(-priority, kind="stable")
@@ -324,8 +370,7 @@ def _train(run: TrainingRun) -> None:
                 # already labelled teaches little: the first picks go to other prompts.
                 order = sampling.spread_siblings(order, groups, labelled_mask, head, to_label)
                 mates = "prompts spread"
-            priority = np.empty(len(ids))
-            priority[order] = (len(ids) - np.arange(len(ids))) / len(ids)
+            priority = sampling.order_priorities(order)
     elif use_model and strategy != "hybrid":
         priority = uncertainty / trained
     elif use_model:
@@ -359,8 +404,9 @@ def _train(run: TrainingRun) -> None:
         lap("write")
         elapsed = round(time.perf_counter() - started, 3)
         order = "model" if use_model else ("random" if strategy == "random" else "cold start")
-        if mates:
-            order = f"model, {mates}"
+        if use_model:
+            parts = ("model", "ALFA-Mix" if alfamix else "", mates)
+            order = ", ".join(part for part in parts if part)
         TrainingRun.objects.filter(pk=run.pk).update(
             status=RunStatus.SUCCEEDED, data_hash=digest, labels=labelled, metrics=metrics,
             timings={"seconds": elapsed, "items": len(ids), "encoder": encoder, "order": order,
