@@ -41,6 +41,26 @@ seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1.
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
 
+Measured 2026-12-03 (late), the same configuration, 200 seeds, on a machine whose encoder runs
+in bf16 (so random's row moved again):
+
+    strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
+    random                    153          39         138         107
+    badge_alfamix (default)   108 +30%     41 -6%      81 +42%    77 +28%     +24%   -6%
+    badge                     147 +4%      38 +3%     120 +14%    72 +33%     +13%   +3%
+
+95% intervals for badge_alfamix: +17..+40%, -35..+15%, +33..+49%, +18..+38%. badge_alfamix:
+badge until 40 labels, then ALFA-Mix (k-means, 3 centres per batch, over the items that flip).
+The switch was screened on seeds 0-99 (after 20/30/40/50/80 labels: mean +21/+23/+27/+24/+24%;
+bbq -9/+3/+7/+7/+6%) and measured again on seeds 100-199: +30% -20% +40% +27% (badge +5% +9%
++11% +35%). bbq's -6% is one seed (137: 770 labels against badge's 60, random's 30); without
+it +3%. On bbq the model barely tells biased from counter-biased answers (per-class F1
+0.4-0.6; "unknown" 0.97), so its macro-F1 swings with how it splits those two and the first
+crossing of the target is mostly noise. Also tried on seeds 0-99 and dropped: 2 of every 10
+picks at random (badge_alfamix,random=0.2: +28% there, then +16% on seeds 100-199, bbq -25%);
+ALFA-Mix and badge in alternate batches after the switch (+21%); 3 of 10 at random (truthfulqa
++36%, toldbr +37%, hh_pairs +23%: no better).
+
 Measured 2026-12-03 (night), the same configuration, on another machine of the same kind
 (Xeon with AVX-512 VNNI): the int8 encoder's vectors differ slightly by CPU, so random's row
 moved too (151 44 142 102 against 142 43 135 95) and only rows of one run compare:
