@@ -568,7 +568,6 @@ def test_the_default_order_turns_from_badge_to_alfamix_at_forty_labels(project, 
     head = queue[: 3 * project.retrain_every]  # laid out by k-means over flipping items
     assert all(ratings == 0 for _, ratings in head)
     assert len({external_id for external_id, _ in head}) == len(head)
-    # The mixed replies, on the boundary, flip: they come before the clear ones left.
     mixed_free = sum(1 for external_id, _ in queue if external_id[0] == "m")
     assert mixed_free > 3 * project.retrain_every  # more than k-means has centres
     # The mixed replies, on the boundary, flip: they come before every clear one left.

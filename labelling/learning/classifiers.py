@@ -233,6 +233,26 @@ def predict(model: Model, X: np.ndarray) -> np.ndarray:
     return np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)]
 
 
+def mixing_flips(
+    model: Model, X: np.ndarray, anchors: np.ndarray, alpha: float, chunk: int = 8192
+) -> np.ndarray:
+    """Whether the model's prediction for each row of ``X`` changes when its features are mixed,
+    share ``alpha``, with some row of ``anchors`` (ALFA-Mix: the labelled classes' mean
+    features). Exact for any model, calibrated ones included; ``chunk`` rows at a time bound the
+    mixed copies' memory at 100k items."""
+    X = np.asarray(X, dtype=np.float32)
+    anchors = np.asarray(anchors, dtype=np.float32)
+    flips = np.zeros(X.shape[0], dtype=bool)
+    for start in range(0, X.shape[0], chunk):
+        block = X[start : start + chunk]
+        own = predict(model, block)
+        for anchor in anchors:
+            mixed = predict(model, (1.0 - alpha) * block + alpha * anchor)
+            changed = mixed != own
+            flips[start : start + chunk] |= changed.any(axis=1) if changed.ndim > 1 else changed
+    return flips
+
+
 def save(model: Model, path: str | os.PathLike[str]) -> None:
     """Write atomically: a temp file in the same directory, then os.replace over ``path``."""
     import joblib

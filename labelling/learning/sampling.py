@@ -227,6 +227,8 @@ def priorities(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; use one of {STRATEGIES}")
+    if strategy == "badge_alfamix":
+        raise ValueError("badge_alfamix needs the labelled classes' means: see alfamix_priorities")
     if strategy == "random" or probs is None:
         n = _count(probs, X, clusters)
         return np.random.default_rng(seed).random(n)
@@ -234,8 +236,6 @@ def priorities(
         if X is None:
             raise ValueError("the badge strategy needs X")
         return badge_priorities(probs, X, seed=seed)
-    if strategy == "badge_alfamix":
-        raise ValueError("badge_alfamix needs the labelled classes' means: see alfamix_priorities")
     if strategy != "hybrid":
         return UNCERTAINTY[strategy](probs)
     return hybrid_priorities(
@@ -873,12 +873,11 @@ def mixing_flips(
 
 def alfamix_priorities(
     probs: Sequence[np.ndarray] | np.ndarray,
-    anchor_probs: Sequence[np.ndarray] | np.ndarray,
+    flips: np.ndarray,
     X: np.ndarray,
     *,
     centres: int,
     seed: int = 0,
-    alpha: float = ALFAMIX_ALPHA,
     pool: int = ALFAMIX_POOL,
     candidates: np.ndarray | None = None,
     replies: np.ndarray | None = None,
@@ -887,26 +886,26 @@ def alfamix_priorities(
 ) -> np.ndarray:
     """The ALFA-Mix order, one float per item (higher = serve first, in (0, 1]).
 
-    ``probs``: one probability matrix per model softmax, ``anchor_probs``: the same model's
-    probabilities for the mean features of each labelled class (mixing_flips). The rows that
-    flip in some softmax, among ``candidates`` (a boolean mask: the rows still to label) and
-    at most ``pool`` of them drawn at random, are clustered by k-means (k = ``centres``, on
-    unit rows); the row nearest each centre comes first, in the centres' order (k-means++
+    ``flips``: whether each item's predicted class changes when its features are mixed with a
+    labelled class's mean (mixing_flips, or classifiers.mixing_flips for any model);
+    ``probs``: one probability matrix per model, whose summed entropy orders what follows.
+    The flipping rows among ``candidates`` (a boolean mask: the rows still to label), at most
+    ``pool`` of them drawn at random, are clustered by k-means (k = ``centres``, on unit
+    rows); the row nearest each centre comes first, in the centres' order (k-means++
     seeding's, so every prefix is spread out). Then the other flipping rows, then the rest,
-    each by entropy, and the rows that are no candidates last. A flipping row whose reply is a
-    near copy of a labelled one (``replies``, ``labelled_replies``; cosine >= ``near_copy``,
-    0: off) takes no centre and comes after every other candidate, as in badge_priorities.
+    each by entropy, and the rows that are no candidates last. Among the rows clustered, one
+    whose reply is a near copy of a labelled one (``replies``, ``labelled_replies``; cosine >=
+    ``near_copy``, 0: off) takes no centre and follows the other candidates, as in
+    badge_priorities (which checks its own ``pool`` of candidates the same way).
     """
     matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
-    anchors = [anchor_probs] if isinstance(anchor_probs, np.ndarray) else list(anchor_probs)
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
     if n == 0:
         return np.zeros(0)
-    flips = np.zeros(n, dtype=bool)
+    flips = np.asarray(flips, dtype=bool)
     uncertainty = np.zeros(n)
-    for matrix, anchor in zip(matrices, anchors, strict=True):
-        flips |= mixing_flips(matrix, anchor, alpha)
+    for matrix in matrices:
         uncertainty += entropy(matrix)
     free = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
     rows = np.flatnonzero(flips & free)

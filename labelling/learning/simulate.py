@@ -180,9 +180,10 @@ def simulate(
             # 3 centres per batch, as the product (services/training.py).
             seen = [c for c in classes if (y[taken] == c).any()]
             means = np.stack([X[taken][y[taken] == c].mean(axis=0) for c in seen])
+            probs = classifiers.predict_proba(model, X[rest])
+            flips = sampling.mixing_flips(probs, classifiers.predict_proba(model, means), alfa)
             order = sampling.alfamix_priorities(
-                classifiers.predict_proba(model, X[rest]), classifiers.predict_proba(model, means),
-                X[rest], centres=3 * size, seed=seed + len(labelled), alpha=alfa,
+                probs, flips, X[rest], centres=3 * size, seed=seed + len(labelled),
                 replies=R[rest], labelled_replies=R[taken], near_copy=near_copy,
             )  # fmt: skip
             chosen = rest[np.argsort(-order, kind="stable")[: 3 * size if spare else size]]

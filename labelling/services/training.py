@@ -105,31 +105,21 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     return inputs
 
 
-def _alfamix_inputs(
-    models: dict, probs: dict, X: np.ndarray, train: dict
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """For each softmax of _badge_inputs, its probabilities and those of the mean features of
-    each class among the question's training rows (``train``: key -> (rows, labels)), the
-    anchors ALFA-Mix mixes items with (sampling.mixing_flips)."""
-    from labelling.learning import classifiers
+def _alfamix_flips(models: dict, X: np.ndarray, train: dict) -> np.ndarray:
+    """Whether some question's model changes its answer for each item when the item's features
+    are mixed halfway with the mean features of a class among that question's training rows
+    (``train``: key -> (rows, labels)), the candidates ALFA-Mix spreads by k-means."""
+    from labelling.learning import classifiers, sampling
 
-    inputs: list[np.ndarray] = []
-    anchors: list[np.ndarray] = []
+    flips = np.zeros(X.shape[0], dtype=bool)
     for key, model in models.items():
         rows, values = train[key]
-        if model.kind == "multi_choice":
-            for column, label in enumerate(model.classes):
-                has = np.array([label in (value or ()) for value in values], dtype=bool)
-                means = [X[rows[mask]].mean(axis=0) for mask in (has, ~has) if mask.any()]
-                inputs.append(probs[key][:, column])
-                anchors.append(classifiers.predict_proba(model, np.stack(means))[:, column])
-        else:
-            values = np.asarray(values, dtype=object)
-            seen = [c for c in model.classes if (values == c).any()]
-            means = np.stack([X[rows[values == c]].mean(axis=0) for c in seen])
-            inputs.append(probs[key])
-            anchors.append(classifiers.predict_proba(model, means))
-    return inputs, anchors
+        values = np.asarray(values, dtype=object)
+        means = np.stack(
+            [X[rows[values == c]].mean(axis=0) for c in model.classes if (values == c).any()]
+        )
+        flips |= classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA)
+    return flips
 
 
 def _digest(values: list[str]) -> str:
@@ -332,19 +322,20 @@ def _train(run: TrainingRun) -> None:
         # A near copy of a labelled reply ("I have no comment.") waits until last.
         replies = classifiers.reply_part(X, pair=is_pair(encoder))
         known = np.flatnonzero(labelled_mask)[-sampling.NEAR_COPY_LABELLED :]
-        alfamix = bool(
-            strategy == "badge_alfamix"
-            and (labelled_mask & ~control).sum() >= sampling.ALFAMIX_AFTER
+        # Every trained question's model has seen enough labels for its classes' means to say
+        # something: from then on, ALFA-Mix.
+        alfamix = strategy == "badge_alfamix" and (
+            min(rows.size for rows, _ in train_rows.values()) >= sampling.ALFAMIX_AFTER
         )
         if alfamix:
-            # Enough labels for the model's classes to mean something: the items whose
-            # predicted class changes when mixed halfway with a labelled class's mean, the
-            # one nearest each k-means centre first (3 centres per batch, as in the replay).
+            # The items whose predicted class changes when mixed halfway with a labelled
+            # class's mean, the one nearest each k-means centre first (3 centres per batch, as
+            # in the replay).
             head = 3 * batch
-            inputs, anchors = _alfamix_inputs(models, probs, X, train_rows)
             priority = sampling.alfamix_priorities(
-                inputs, anchors, X, centres=head, seed=run.pk, candidates=to_label,
-                replies=replies, labelled_replies=replies[known],
+                list(probs.values()), _alfamix_flips(models, X, train_rows), X, centres=head,
+                seed=run.pk, candidates=to_label, replies=replies,
+                labelled_replies=replies[known],
             )  # fmt: skip
         else:
             # Uncertain (long gradients), typical (density) and diverse (k-means++ over

@@ -12,6 +12,7 @@ from labelling.learning.classifiers import (
     features,
     load,
     macro_f1,
+    mixing_flips,
     model_inputs,
     predict,
     predict_proba,
@@ -185,3 +186,25 @@ def test_macro_f1_compares_predicted_ratings_with_integer_labels():
     # predict() returns an object array; integer truth must still match it.
     predicted = np.array([1, 2, 3, 3], dtype=object)
     assert classifiers.macro_f1(np.array([1, 2, 3, 3]), predicted) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_mixing_flips_mixes_the_features_for_any_model(calibrate):
+    """ALFA-Mix's question, asked of the model itself: does its answer for a row change when
+    the row's features are mixed with a class's mean? Calibrated models included."""
+    from labelling.learning import sampling
+
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(-1, 1, (60, 6)), rng.normal(1, 1, (60, 6))]).astype("f4")
+    y = np.array(["a"] * 60 + ["b"] * 60)
+    model = train(X, y, classes=["a", "b"], calibrate=calibrate)
+    means = np.stack([X[y == c].mean(axis=0) for c in ("a", "b")])
+    flips = mixing_flips(model, X, means, 0.5, chunk=7)  # chunks of 7: the edges count too
+    expected = np.zeros(len(X), dtype=bool)
+    for mean in means:
+        expected |= predict(model, 0.5 * X + 0.5 * mean) != predict(model, X)
+    assert flips.tolist() == expected.tolist()
+    assert 0 < flips.sum() < len(X)  # rows near the boundary only
+    if not calibrate:  # a plain logistic model: its probabilities say the same
+        proba = predict_proba(model, X)
+        assert flips.tolist() == sampling.mixing_flips(proba, predict_proba(model, means)).tolist()

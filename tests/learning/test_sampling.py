@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from labelling.learning import sampling as sampling_module
 from labelling.learning.sampling import (
     BATCH_STRATEGIES,
     alfamix_priorities,
@@ -478,8 +479,9 @@ def test_alfamix_priorities_spread_over_flipping_items_and_serve_copies_last():
     # Blobs 0 and 1 sit on the boundary (even odds), blobs 2 and 3 are sure of their class.
     probs = np.where((truth < 2)[:, None], [0.5, 0.5], [0.97, 0.03])
     probs[truth == 3] = [0.03, 0.97]
-    means = np.array([[0.9, 0.1], [0.1, 0.9]])
-    priority = alfamix_priorities(probs, means, X, centres=4, seed=0)
+    flips = mixing_flips(probs, np.array([[0.9, 0.1], [0.1, 0.9]]))
+    assert set(truth[flips].tolist()) == {0, 1}
+    priority = alfamix_priorities(probs, flips, X, centres=4, seed=0)
     order = np.argsort(-priority, kind="stable")
     assert len(set(priority.tolist())) == len(X)  # an order, no ties
     assert priority.min() > 0 and priority.max() == 1.0
@@ -488,32 +490,39 @@ def test_alfamix_priorities_spread_over_flipping_items_and_serve_copies_last():
     assert set(truth[order[:60]].tolist()) == {0, 1}
     # Blob 0's replies are near copies of a labelled reply: every other flipping row first.
     labelled = X[truth == 0][:1]
-    copied = np.argsort(-alfamix_priorities(probs, means, X, centres=4, seed=0, replies=X,
+    copied = np.argsort(-alfamix_priorities(probs, flips, X, centres=4, seed=0, replies=X,
                                             labelled_replies=labelled, near_copy=0.9))  # fmt: skip
     assert set(truth[copied[:30]].tolist()) == {1}
     assert set(truth[copied[-30:]].tolist()) == {0}
-    # Rows that are not candidates (labelled, control) take no centre.
+    # Rows that are not candidates (labelled, control) take no centre and come last.
     candidates = truth != 1
-    head = np.argsort(-alfamix_priorities(probs, means, X, centres=4, seed=0,
-                                          candidates=candidates))[:4]  # fmt: skip
-    assert set(truth[head].tolist()) == {0}
+    fenced = np.argsort(-alfamix_priorities(probs, flips, X, centres=4, seed=0,
+                                            candidates=candidates))  # fmt: skip
+    assert set(truth[fenced[:4]].tolist()) == {0}
+    assert set(truth[fenced[-30:]].tolist()) == {1}
 
 
-def test_alfamix_priorities_read_every_softmax_and_bound_the_pool():
+def test_alfamix_priorities_cluster_at_most_a_pool_and_order_the_rest_by_entropy(monkeypatch):
     X, truth = blobs(n_per=30, centres=4, dim=8, seed=3)
-    sure = np.tile([0.97, 0.03], (len(X), 1))
-    unsure = sure.copy()
-    unsure[truth == 2] = [0.5, 0.5]  # the second question is unsure of blob 2 only
-    means = np.array([[0.9, 0.1], [0.1, 0.9]])
-    both = alfamix_priorities([sure, unsure], [means, means], X, centres=3, seed=0)
-    assert set(truth[np.argsort(-both)[:30]].tolist()) == {2}
-    # At most `pool` flipping rows are clustered: a sample, still a full order of every row.
-    small = alfamix_priorities([sure, unsure], [means, means], X, centres=3, seed=0, pool=5)
-    assert sorted(np.argsort(-small).tolist()) == list(range(len(X)))
-    assert set(truth[np.argsort(-small)[:30]].tolist()) == {2}
-    # More centres than flipping rows: those first, by entropy, then the rest.
-    many = alfamix_priorities([sure, unsure], [means, means], X, centres=50, seed=0)
-    assert set(truth[np.argsort(-many)[:30]].tolist()) == {2}
+    probs = np.tile([0.97, 0.03], (len(X), 1))
+    # Blob 2 flips; within it, uncertainty grows with the row number.
+    flips = truth == 2
+    probs[flips] = np.stack([np.linspace(0.9, 0.6, 30), np.linspace(0.1, 0.4, 30)], axis=1)
+    clustered = []
+    real = sampling_module._nearest_to_centres
+    monkeypatch.setattr(
+        sampling_module, "_nearest_to_centres",
+        lambda U, k, seed: clustered.append(len(U)) or real(U, k, seed),
+    )  # fmt: skip
+    small = np.argsort(-alfamix_priorities(probs, flips, X, centres=3, seed=0, pool=5))
+    assert clustered == [5]  # a sample of the 30 flipping rows, not all of them
+    assert sorted(small.tolist()) == list(range(len(X)))
+    assert set(truth[small[:30]].tolist()) == {2}
+    # Fewer flipping rows than centres: no k-means; those first, most uncertain first.
+    many = np.argsort(-alfamix_priorities(probs, flips, X, centres=50, seed=0))
+    assert clustered == [5]
+    blob = np.flatnonzero(flips)
+    assert many[:30].tolist() == blob[::-1].tolist()
 
 
 @pytest.mark.parametrize("siblings", ["auto", "pair", "on", "off"])
