@@ -105,20 +105,22 @@ def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     return inputs
 
 
-def _alfamix_flips(models: dict, X: np.ndarray, train: dict) -> np.ndarray:
-    """Whether some question's model changes its answer for each item when the item's features
-    are mixed halfway with the mean features of a class among that question's training rows
-    (``train``: key -> (rows, labels)), the candidates ALFA-Mix spreads by k-means."""
+def _alfamix_flips(models: dict, X: np.ndarray, train: dict, asked: np.ndarray) -> np.ndarray:
+    """Whether some question's model changes its answer for each ``asked`` item (a mask: the
+    items still to label; the others never flip) when the item's features are mixed halfway
+    with the mean features of a class among that question's training rows (``train``: key ->
+    (rows, labels)): the candidates ALFA-Mix spreads by k-means."""
     from labelling.learning import classifiers, sampling
 
     flips = np.zeros(X.shape[0], dtype=bool)
+    where = np.flatnonzero(asked)
     for key, model in models.items():
         rows, values = train[key]
         values = np.asarray(values, dtype=object)
         means = np.stack(
             [X[rows[values == c]].mean(axis=0) for c in model.classes if (values == c).any()]
         )
-        flips |= classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA)
+        flips[where] |= classifiers.mixing_flips(model, X[where], means, sampling.ALFAMIX_ALPHA)
     return flips
 
 
@@ -332,10 +334,10 @@ def _train(run: TrainingRun) -> None:
             # class's mean, the one nearest each k-means centre first (3 centres per batch, as
             # in the replay).
             head = 3 * batch
+            flips = _alfamix_flips(models, X, train_rows, to_label)
             priority = sampling.alfamix_priorities(
-                list(probs.values()), _alfamix_flips(models, X, train_rows), X, centres=head,
-                seed=run.pk, candidates=to_label, replies=replies,
-                labelled_replies=replies[known],
+                list(probs.values()), flips, X, centres=head, seed=run.pk, candidates=to_label,
+                replies=replies, labelled_replies=replies[known],
             )  # fmt: skip
         else:
             # Uncertain (long gradients), typical (density) and diverse (k-means++ over
