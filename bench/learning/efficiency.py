@@ -59,7 +59,9 @@ it +3%. On bbq the model barely tells biased from counter-biased answers (per-cl
 crossing of the target is mostly noise. Also tried on seeds 0-99 and dropped: 2 of every 10
 picks at random (badge_alfamix,random=0.2: +28% there, then +16% on seeds 100-199, bbq -25%);
 ALFA-Mix and badge in alternate batches after the switch (+21%); 3 of 10 at random (truthfulqa
-+36%, toldbr +37%, hh_pairs +23%: no better).
++36%, toldbr +37%, hh_pairs +23%: no better); a class mean's share of 0.35 or 0.7 instead of
+0.5 after the switch (+19% +4% +31% +25%, mean 20%; +18% +6% +46% +38%, mean 27%, level
+with 0.5's 27% on those seeds).
 
 Measured 2026-12-03 (night), the same configuration, on another machine of the same kind
 (Xeon with AVX-512 VNNI): the int8 encoder's vectors differ slightly by CPU, so random's row

@@ -847,7 +847,8 @@ def spread_siblings(order: np.ndarray, groups: np.ndarray, covered: np.ndarray,
 # features are mixed with a labelled class's mean, spread by k-means. The "badge_alfamix" order
 # serves BADGE's picks until ALFAMIX_AFTER labels, then these (bench/learning/efficiency.py).
 
-ALFAMIX_ALPHA = 0.5  # share of the class mean in the mix; 0.1, 0.2 and 0.3 were worse
+# Share of the class mean in the mix: 0.1-0.35 were worse, 0.7 level (after the switch).
+ALFAMIX_ALPHA = 0.5
 # Labels before "badge_alfamix" turns to ALFA-Mix. Alone from the first model on, ALFA-Mix
 # lost to random on bbq, where random needs ~40 labels; after 30-80 labels of BADGE it kept
 # its gains on truthfulqa and toldbr (40 best on seeds 0-99, 30-80 level; over 200 seeds
