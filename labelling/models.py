@@ -64,7 +64,7 @@ class Project(BaseModel):
     learning_strategy = models.CharField(
         max_length=20,
         choices=[
-            ("badge_alfamix", _("BADGE, then ALFA-Mix from 40 labels")),
+            ("badge_alfamix", _("BADGE, ALFA-Mix from 40 labels, smallest margin from 150")),
             ("badge", _("Uncertain, typical and diverse (BADGE)")),
             ("entropy", _("Most uncertain first (entropy)")),
             ("hybrid", _("Uncertain and typical, spread over clusters")),

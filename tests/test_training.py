@@ -518,10 +518,11 @@ def test_prompt_hashes_that_arrive_later_make_the_next_run_reorder(labelled):
     assert (backfilled.embedded, backfilled.prompts) == (0, 80)
 
 
-def test_the_default_order_turns_from_badge_to_alfamix_at_forty_labels(project, owner):
+def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner, monkeypatch):
     """badge_alfamix, the default: BADGE's picks until ALFAMIX_AFTER labelled items outside the
     control slice, then ALFA-Mix's, which starts with the items the model's answer hangs on
-    (the replies that mix both topics' words)."""
+    (the replies that mix both topics' words), then from MARGIN_AFTER the smallest margin."""
+    from labelling.learning import sampling
     from labelling.learning.sampling import ALFAMIX_AFTER
 
     schema_publish(project=project, definition=SCHEMA, created_by=owner)
@@ -572,3 +573,25 @@ def test_the_default_order_turns_from_badge_to_alfamix_at_forty_labels(project, 
     assert mixed_free > 3 * project.retrain_every  # more than k-means has centres
     # The mixed replies, on the boundary, flip: they come before every clear one left.
     assert {external_id[0] for external_id, _ in queue[:mixed_free]} == {"m"}
+
+    # The third part, here after 60 labels (150 in the product: the sample sets are bigger).
+    monkeypatch.setattr(sampling, "MARGIN_AFTER", ALFAMIX_AFTER + 20)
+    label(clear[ALFAMIX_AFTER : ALFAMIX_AFTER + 19])
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+    assert run.timings["order"] == "model, ALFA-Mix"
+    label(clear[ALFAMIX_AFTER + 19 : ALFAMIX_AFTER + 20])
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+    queue = served(run)
+
+    assert run.timings["order"] == "model, smallest margin"
+    # The model's least decided first: the items served in order of the stored predictions'
+    # margin (two classes: the top probability, lowest first), the labelled ones after them
+    # (with the held ones, which are never served).
+    held = set(Item.objects.exclude(hold="").values_list("external_id", flat=True))
+    queue = [entry for entry in queue if entry[0] not in held]  # never served: placed last
+    waiting = [external_id for external_id, ratings in queue if not ratings]
+    assert [external_id for external_id, ratings in queue[: len(waiting)]] == waiting
+    top = {i.external_id: max(i.predictions["topic"]["probabilities"].values())
+           for i in Item.objects.filter(external_id__in=waiting)}  # fmt: skip
+    assert [top[external_id] for external_id in waiting] == sorted(top[e] for e in waiting)
+    assert {external_id[0] for external_id in waiting[:mixed_free]} == {"m"}

@@ -308,11 +308,11 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         key, value = option.split("=", 1)
         key = {
             "cold": "cold_start", "density": "density_weight", "random": "random_share",
-            "near": "near_copy",
+            "near": "near_copy", "late_after": "margin_after",
         }.get(key, key)  # fmt: skip
         if key in ("candidates", "density_weight", "random_share", "C", "near_copy", "alfa"):
             parsed[key] = float(value)
-        elif key in ("batch", "start", "until", "alfamix_after"):
+        elif key in ("batch", "start", "until", "alfamix_after", "margin_after"):
             parsed[key] = int(value)
         else:
             parsed[key] = value

@@ -855,6 +855,41 @@ ALFAMIX_ALPHA = 0.5
 # +24% on average against BADGE's +13%, bench/learning/efficiency.py).
 ALFAMIX_AFTER = 40
 ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memory at 100k items
+# Labels before "badge_alfamix" turns from ALFA-Mix to the smallest margin first. By then the
+# models know the pool; ALFA-Mix kept spreading its picks over regions they had settled, and
+# on a few seeds the target then took 300-700 labels where random needed 40-200 (bbq, seeds
+# 0-99: -19% against random; with this third part -4%, and +39%/+41% on truthfulqa/toldbr
+# against +32%/+41%; bench/learning/efficiency.py).
+MARGIN_AFTER = 150
+
+
+def badge_alfamix_phase(
+    labels: int, alfamix_after: int | None = None, margin_after: int | None = None
+) -> str:
+    """The part of the "badge_alfamix" order for models trained on ``labels`` labels (the
+    fewest of any trained question): "badge", "alfamix" or "margin". The switches default to
+    ALFAMIX_AFTER and MARGIN_AFTER; ``margin_after`` 0: never."""
+    alfamix_after = ALFAMIX_AFTER if alfamix_after is None else alfamix_after
+    margin_after = MARGIN_AFTER if margin_after is None else margin_after
+    if margin_after and labels >= margin_after:
+        return "margin"
+    return "alfamix" if labels >= alfamix_after else "badge"
+
+
+def margin_priorities(
+    probs: Sequence[np.ndarray] | np.ndarray, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """Smallest margin first, one float per item (higher = serve first, in (0, 1]): the
+    margins of ``probs`` (one probability matrix per model) summed, the rows that are no
+    ``candidates`` (a boolean mask: the rows still to label) last."""
+    matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
+    if not matrices:
+        return np.zeros(0)
+    score = np.zeros(_probs(matrices[0]).shape[0])
+    for matrix in matrices:
+        score += margin(matrix)
+    free = np.ones(score.size, dtype=bool) if candidates is None else np.asarray(candidates, bool)
+    return order_priorities(np.lexsort((-score, ~free)))
 
 
 def mixing_flips(

@@ -90,6 +90,7 @@ def simulate(
     near_copy: float = sampling.NEAR_COPY,
     alfa: float = sampling.ALFAMIX_ALPHA,
     alfamix_after: int = sampling.ALFAMIX_AFTER,
+    margin_after: int = sampling.MARGIN_AFTER,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -115,7 +116,8 @@ def simulate(
     (sampling.alfamix_priorities: k-means, 3 centres per batch, over the items whose predicted
     class changes when mixed, share ``alfa``, with a labelled class's mean) cut to one batch.
     "badge_alfamix" (the product's default): badge until ``alfamix_after`` labels, then
-    alfamix.
+    alfamix until ``margin_after`` labels (0: never), then the smallest margin first
+    (sampling.margin_priorities), as sampling.badge_alfamix_phase says.
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -165,7 +167,7 @@ def simulate(
         size = min(batch, budget - len(labelled))
         current = strategy
         if strategy == "badge_alfamix":  # the product's default: BADGE first, then ALFA-Mix
-            current = "alfamix" if len(labelled) >= alfamix_after else "badge"
+            current = sampling.badge_alfamix_phase(len(labelled), alfamix_after, margin_after)
         explore = 0 if current == "random" else int(round(random_share * size))
         if explore:
             # A random part of each batch keeps the training set close to the pool's
@@ -187,7 +189,10 @@ def simulate(
                 replies=R[rest], labelled_replies=R[taken], near_copy=near_copy,
             )  # fmt: skip
             chosen = rest[np.argsort(-order, kind="stable")[: 3 * size if spare else size]]
-        elif current == "alfamix":  # one class seen so far: no model to mix with
+        elif current == "margin" and model.estimators:
+            order = sampling.margin_priorities(classifiers.predict_proba(model, X[rest]))
+            chosen = rest[np.argsort(-order, kind="stable")[: 3 * size if spare else size]]
+        elif current in ("alfamix", "margin"):  # one class seen so far: no model to mix with
             chosen = rest[rng.permutation(rest.size)[:size]]
         elif len(labelled) < until:
             chosen = rest[

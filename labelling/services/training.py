@@ -317,19 +317,21 @@ def _train(run: TrainingRun) -> None:
     use_model = trained and strategy != "random"
     batch = project.retrain_every or DEFAULT_BATCH  # labels between two runs: one "batch"
     mates = ""  # how prompt-mates were placed, if any
-    alfamix = False  # badge_alfamix past its BADGE part
+    phase = "badge"  # badge_alfamix's part: badge, then alfamix, then margin
     if use_model and strategy in ("badge", "badge_alfamix"):
         labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
         to_label = ~control & ~held & ~labelled_mask
         # A near copy of a labelled reply ("I have no comment.") waits until last.
         replies = classifiers.reply_part(X, pair=is_pair(encoder))
         known = np.flatnonzero(labelled_mask)[-sampling.NEAR_COPY_LABELLED :]
-        # Every trained question's model has seen enough labels for its classes' means to say
-        # something: from then on, ALFA-Mix.
-        alfamix = strategy == "badge_alfamix" and (
-            min(rows.size for rows, _ in train_rows.values()) >= sampling.ALFAMIX_AFTER
-        )
-        if alfamix:
+        # Once every trained question's model has seen enough labels for its classes' means to
+        # say something, ALFA-Mix; once they know the pool, their own doubt.
+        if strategy == "badge_alfamix":
+            phase = sampling.badge_alfamix_phase(min(rows.size for rows, _ in train_rows.values()))
+        if phase == "margin":
+            head = 3 * batch  # as in the replay: prompt-mates placed among three batches' picks
+            priority = sampling.margin_priorities(list(probs.values()), candidates=to_label)
+        elif phase == "alfamix":
             # The items whose predicted class changes when mixed halfway with a labelled
             # class's mean, the one nearest each k-means centre first (3 centres per batch, as
             # in the replay).
@@ -398,7 +400,8 @@ def _train(run: TrainingRun) -> None:
         elapsed = round(time.perf_counter() - started, 3)
         order = "model" if use_model else ("random" if strategy == "random" else "cold start")
         if use_model:
-            parts = ("model", "ALFA-Mix" if alfamix else "", mates)
+            part = {"alfamix": "ALFA-Mix", "margin": "smallest margin"}.get(phase, "")
+            parts = ("model", part, mates)
             order = ", ".join(part for part in parts if part)
         TrainingRun.objects.filter(pk=run.pk).update(
             status=RunStatus.SUCCEEDED, data_hash=digest, labels=labelled, metrics=metrics,

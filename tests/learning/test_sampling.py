@@ -7,6 +7,7 @@ from labelling.learning import sampling as sampling_module
 from labelling.learning.sampling import (
     BATCH_STRATEGIES,
     alfamix_priorities,
+    badge_alfamix_phase,
     badge_batch,
     badge_priorities,
     balanced_batch,
@@ -26,6 +27,7 @@ from labelling.learning.sampling import (
     kmeans_pp,
     least_confidence,
     margin,
+    margin_priorities,
     mixing_flips,
     near_copies,
     pair_siblings,
@@ -523,6 +525,28 @@ def test_alfamix_priorities_cluster_at_most_a_pool_and_order_the_rest_by_entropy
     assert clustered == [5]
     blob = np.flatnonzero(flips)
     assert many[:30].tolist() == blob[::-1].tolist()
+
+
+def test_badge_alfamix_turns_to_alfamix_then_to_the_smallest_margin(monkeypatch):
+    parts = [badge_alfamix_phase(n) for n in (0, 39, 40, 149, 150, 10_000)]
+    assert parts == ["badge", "badge", "alfamix", "alfamix", "margin", "margin"]
+    assert badge_alfamix_phase(10_000, margin_after=0) == "alfamix"  # 0: no third part
+    assert badge_alfamix_phase(25, alfamix_after=20, margin_after=30) == "alfamix"
+    monkeypatch.setattr(sampling_module, "MARGIN_AFTER", 60)  # read when called
+    assert badge_alfamix_phase(60) == "margin"
+
+
+def test_margin_priorities_sum_the_models_and_serve_non_candidates_last():
+    # Two models (a binary and a three-class question) over four items.
+    binary = np.array([[0.5, 0.5], [0.9, 0.1], [0.6, 0.4], [0.99, 0.01]])
+    three = np.array([[0.9, 0.05, 0.05], [0.45, 0.45, 0.1], [0.4, 0.3, 0.3], [0.8, 0.1, 0.1]])
+    # Margins: 1.0+0.15, 0.2+1.0, 0.8+0.9, 0.02+0.3 -> items 2, 1, 0, 3.
+    order = np.argsort(-margin_priorities([binary, three]), kind="stable")
+    assert order.tolist() == [2, 1, 0, 3]
+    assert np.argsort(-margin_priorities(binary)).tolist() == [0, 2, 1, 3]
+    fenced = margin_priorities([binary, three], candidates=np.array([True, False, True, True]))
+    assert np.argsort(-fenced).tolist() == [2, 0, 3, 1]
+    assert len(set(fenced.tolist())) == 4 and fenced.max() == 1.0
 
 
 @pytest.mark.parametrize("siblings", ["auto", "pair", "on", "off"])
