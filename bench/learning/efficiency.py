@@ -10,7 +10,8 @@ Strategies come from labelling/learning/sampling.py, the functions the product's
 random; entropy, margin, least_confidence (most uncertain first); hybrid (entropy x density,
 one per k-means cluster of the 3x most uncertain); badge (k-means++ over gradient embeddings
 scaled by density**0.5, sampling.badge_priorities); badge_alfamix (the product's default:
-badge until 40 labels, alfamix_after=, then ALFA-Mix, sampling.alfamix_priorities); and, for
+badge until 40 labels, alfamix_after=, then ALFA-Mix, sampling.alfamix_priorities, until 150,
+margin_after= (0: never), then the smallest margin first, sampling.margin_priorities); and, for
 experiments, alfamix alone (alfa=: the class mean's share, 0.5), badge_density, badge_balanced,
 badge_top, badge_local, density, coreset, balanced, diverse, typiclust, typiclust_unc.
 Model strategies start from the items nearest to k-means centres, one batch of them
@@ -40,6 +41,27 @@ instead of 20 (the target is reached after 30-160 random labels, so 20 was too c
 seeds. The metric is unchanged: labels to first reach 95% of full-data macro-F1. C=0.1 stays:
 it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: truthfulqa 0.62,
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
+
+Measured 2026-12-07, the same configuration, int8 vectors (random's figures identical to the
+2026-12-03 afternoon and evening runs below), seeds run one by one and cached, 200 seeds:
+
+    strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
+    random                    148          45         137         103
+    badge_alfamix (default)   104 +30%     41 +7%      86 +37%    73 +29%     +26%   +7%
+    seeds 0-99: random        142          43         135         95
+    badge_alfamix              86 +39%     45 -4%      80 +41%    64 +32%     +27%   -4%
+    margin_after=0             97 +32%     52 -19%     80 +41%    62 +35%     +22%   -19%
+    margin_after=100                       51 -18%     see below  61 +35%
+    margin_after=200                       54 -25%
+
+95% intervals for badge_alfamix over 200 seeds: +19..+39%, -14..+25%, +26..+46%, +17..+39%;
+seeds 100-199 (fresh, after the switch was chosen on 0-99): +21% +18% +34% +26%. The third
+part (margin_after=150, the smallest margin first) took bbq's worst seeds under two-part
+badge_alfamix (5 and 6: 570 and 670 labels, random 460 and 210) to 390 and 250. Its switch
+point is noise on bbq (-18%, -4%, -25% after 100, 150, 200 labels, the same seeds); 150 was
+the best screened and held on fresh seeds. The two-part order over these 200 seeds, measured
+2026-12-03 on the same vectors: truthfulqa 114 (+23%), bbq 45 (0%), hh_pairs 70 (+32%);
+badge 144 (+3%), 38 (+14%), 64 (+38%).
 
 Measured 2026-12-03 (late), the same configuration, 200 seeds, on a machine whose encoder runs
 in bf16 (so random's row moved again):
@@ -308,7 +330,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
         key, value = option.split("=", 1)
         key = {
             "cold": "cold_start", "density": "density_weight", "random": "random_share",
-            "near": "near_copy", "late_after": "margin_after",
+            "near": "near_copy",
         }.get(key, key)  # fmt: skip
         if key in ("candidates", "density_weight", "random_share", "C", "near_copy", "alfa"):
             parsed[key] = float(value)

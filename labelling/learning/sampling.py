@@ -859,7 +859,8 @@ ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memo
 # models know the pool; ALFA-Mix kept spreading its picks over regions they had settled, and
 # on a few seeds the target then took 300-700 labels where random needed 40-200 (bbq, seeds
 # 0-99: -19% against random; with this third part -4%, and +39%/+41% on truthfulqa/toldbr
-# against +32%/+41%; bench/learning/efficiency.py).
+# against +32%/+41%; after 100 or 200 labels bbq was -18%/-25%. Over 200 seeds: +30% +7% +37%
+# +29%; bench/learning/efficiency.py).
 MARGIN_AFTER = 150
 
 
