@@ -188,6 +188,36 @@ def test_macro_f1_compares_predicted_ratings_with_integer_labels():
     assert classifiers.macro_f1(np.array([1, 2, 3, 3]), predicted) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("kind", ["choice", "rating", "multi_choice"])
+@pytest.mark.parametrize("calibrate", [False, True])
+def test_mixing_flips_on_the_coefficients_span_answer_as_on_the_features(kind, calibrate):
+    """With many features and few coefficient rows the rows are projected first: the flips
+    are those of mixing the features themselves, for every kind of model."""
+    from labelling.learning.classifiers import _coefficient_basis
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (3, 64))
+    truth = rng.integers(0, 3, 240)
+    X = (centres[truth] + rng.normal(0, 1.5, (240, 64))).astype("f4")
+    classes = {"choice": ["a", "b", "c"], "rating": [1, 2, 3], "multi_choice": ["x", "y"]}[kind]
+    if kind == "multi_choice":
+        y = [[label for label, on in zip(classes, (t == 0, t != 1), strict=True) if on]
+             for t in truth]  # fmt: skip
+    else:
+        y = [classes[t] for t in truth]
+    model = train(X, y, kind=kind, classes=classes, calibrate=calibrate)
+    assert model.calibrated == calibrate
+    basis = _coefficient_basis(model, X.shape[1])
+    assert basis is not None and basis.shape[1] < 32  # the projection is used
+    means = np.stack([X[truth == t].mean(axis=0) for t in range(3)])
+    fast = mixing_flips(model, X, means, 0.5, chunk=5)  # several chunks of projected rows
+    slow = mixing_flips(model, X, means, 0.5, chunk=5, reduce=False)
+    assert fast.tolist() == slow.tolist()
+    assert 0 < fast.sum() < len(X)
+    # The model itself is untouched: it still reads the 64 features.
+    assert predict_proba(model, X).shape[0] == len(X)
+
+
 @pytest.mark.parametrize("calibrate", [False, True])
 def test_mixing_flips_mixes_the_features_for_any_model(calibrate):
     """ALFA-Mix's question, asked of the model itself: does its answer for a row change when
@@ -205,6 +235,7 @@ def test_mixing_flips_mixes_the_features_for_any_model(calibrate):
         expected |= predict(model, 0.5 * X + 0.5 * mean) != predict(model, X)
     assert flips.tolist() == expected.tolist()
     assert 0 < flips.sum() < len(X)  # rows near the boundary only
+    assert mixing_flips(model, X, means, 0.5, reduce=False).tolist() == flips.tolist()
     if not calibrate:  # a plain logistic model: its probabilities say the same
         proba = predict_proba(model, X)
         assert flips.tolist() == sampling.mixing_flips(proba, predict_proba(model, means)).tolist()
