@@ -51,8 +51,9 @@ Measured 2026-12-07, the same configuration, int8 vectors (random's figures iden
     seeds 0-99: random        142          43         135         95
     badge_alfamix              86 +39%     45 -4%      80 +41%    64 +32%     +27%   -4%
     margin_after=0             97 +32%     52 -19%     80 +41%    62 +35%     +22%   -19%
-    margin_after=100                       51 -18%     see below  61 +35%
+    margin_after=100           94 +34%*    51 -18%     84 +38%    61 +35%
     margin_after=200                       54 -25%
+    * truthfulqa after 100 labels: the first 34 seeds only.
 
 95% intervals for badge_alfamix over 200 seeds: +19..+39%, -14..+25%, +26..+46%, +17..+39%;
 seeds 100-199 (fresh, after the switch was chosen on 0-99): +21% +18% +34% +26%. The third
@@ -62,6 +63,12 @@ point is noise on bbq (-18%, -4%, -25% after 100, 150, 200 labels, the same seed
 the best screened and held on fresh seeds. The two-part order over these 200 seeds, measured
 2026-12-03 on the same vectors: truthfulqa 114 (+23%), bbq 45 (0%), hh_pairs 70 (+32%);
 badge 144 (+3%), 38 (+14%), 64 (+38%).
+Variants of the margin part tried on seeds 0-99 (experiments not kept in the code), against
+its +39% -4% +41% +32% (mean 27%): margin x density**0.5 +37% -8% +41% +36% (26%); near
+copies of labelled replies last, as in badge, +32% -5% (96 seeds) and hh_pairs +32%;
+cluster-margin (Citovsky et al. 2021: k-means over the 3 x batch smallest margins, the
+smallest of each cluster) +39% -1% +40% +33% (28%), level within the noise, so the plain
+margin stays.
 
 Measured 2026-12-03 (late), the same configuration, 200 seeds, on a machine whose encoder runs
 in bf16 (so random's row moved again):

@@ -14,6 +14,13 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
+Measured 2026-12-07, a slower machine of the same kind, PostgreSQL, 100k items, --pair, one
+run each, load average ~1: badge_alfamix's ALFA-Mix part (100 labelled) 25.9 s (load 4.2,
+train 2.8, score 12.7, predictions 1.4, write 4.8) with the flips asked of the models on the
+full 1,536 features; 19.1 s (score 4.3) with the items and class means projected on the span of
+the models' coefficients first (classifiers.mixing_flips; the same flips). badge 15.6-19.4 s
+in the same hour. Its margin part (1,000 labelled): 15.7 s (score 0.3), badge 20.8 s.
+
 Measured 2026-12-03 (night), another machine of the same kind, PostgreSQL, 100k items,
 --pair, one run each, load average ~1-2. Density (sampling.density) now takes row lengths by
 einsum and no longer copies the pool into unit rows (1.6 s -> 0.1 s at 100k x 1,536). 20,000
