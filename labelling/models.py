@@ -73,7 +73,8 @@ class Project(BaseModel):
             ("random", _("Random order")),
         ],
         # The order that saved the most labels against random on the shared sample sets: 26%
-        # on average over 200 seeds, no set worse than random (bench/learning/efficiency.py).
+        # on average over 200 seeds, no set's mean worse than random's
+        # (bench/learning/efficiency.py).
         default="badge_alfamix",
     )
     control_share = models.FloatField(

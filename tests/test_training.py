@@ -595,3 +595,26 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
            for i in Item.objects.filter(external_id__in=waiting)}  # fmt: skip
     assert [top[external_id] for external_id in waiting] == sorted(top[e] for e in waiting)
     assert {external_id[0] for external_id in waiting[:mixed_free]} == {"m"}
+
+
+def test_margin_priorities_read_a_multi_choice_question_label_by_label():
+    """A multi_choice question's columns are one probability per label, no softmax: the
+    product passes each label as a binary column (training._badge_inputs), so a row sure of
+    both labels comes last and one unsure of a label first."""
+    import numpy as np
+
+    from labelling.learning import classifiers
+    from labelling.learning.sampling import margin_priorities
+    from labelling.services.training import _badge_inputs
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (80, 6)).astype("f4")
+    labels = [[name for name, on in (("x", row[0] > 0), ("y", row[1] > 0)) if on] for row in X]
+    model = classifiers.train(X, labels, kind="multi_choice", classes=["x", "y"], seed=0)
+    sure_both, unsure_x = [0.99, 0.98], [0.5, 0.1]
+    probs = {"tags": np.array([sure_both, unsure_x])}
+    columns = _badge_inputs({"tags": model}, probs)
+    assert [column.shape for column in columns] == [(2,), (2,)]
+    assert np.argsort(-margin_priorities(columns)).tolist() == [1, 0]
+    # Read as one softmax the same rows would come the other way round.
+    assert np.argsort(-margin_priorities(probs["tags"])).tolist() == [0, 1]

@@ -43,7 +43,8 @@ it was best or level with 0.01-10 on every set; sets' macro-F1 at full data: tru
 bbq 0.67, toldbr 0.56, hh_pairs 0.56.
 
 Measured 2026-12-07, the same configuration, int8 vectors (random's figures identical to the
-2026-12-03 afternoon and evening runs below), seeds run one by one and cached, 200 seeds:
+2026-12-03 afternoon and evening runs below), 200 seeds; simulate() was called seed by seed
+from a scratch script that kept each seed's count, so runs could be split and resumed:
 
     strategy                  truthfulqa   bbq        toldbr      hh_pairs    mean   worst
     random                    148          45         137         103
@@ -51,9 +52,9 @@ Measured 2026-12-07, the same configuration, int8 vectors (random's figures iden
     seeds 0-99: random        142          43         135         95
     badge_alfamix              86 +39%     45 -4%      80 +41%    64 +32%     +27%   -4%
     margin_after=0             97 +32%     52 -19%     80 +41%    62 +35%     +22%   -19%
-    margin_after=100           94 +34%*    51 -18%     84 +38%    61 +35%
+    margin_after=100           94 +41%*    51 -18%     84 +38%    61 +35%
     margin_after=200                       54 -25%
-    * truthfulqa after 100 labels: the first 34 seeds only.
+    * truthfulqa after 100 labels: 34 seeds only (random 159, margin_after=150 86 on them).
 
 95% intervals for badge_alfamix over 200 seeds: +19..+39%, -14..+25%, +26..+46%, +17..+39%;
 seeds 100-199 (fresh, after the switch was chosen on 0-99): +21% +18% +34% +26%. The third

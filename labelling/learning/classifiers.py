@@ -248,8 +248,9 @@ def mixing_flips(
 
     ``reduce``: the model reads the features only through its logistic parts' coefficients, so
     rows and anchors are first projected on the few directions those span (a copy of the model
-    reads the projections): the same answers, and at 100k items x 1,536 features the mixes
-    cost a tenth (bench/learning/rescore.py)."""
+    reads the projections): the same answers (up to float32 rounding, ~1e-7 of a decision
+    value), and at 100k items x 1,536 features 1.7 s instead of 12.3 s for two questions'
+    nine class means (a run's scoring: 12.7 -> 4.3 s, bench/learning/rescore.py)."""
     X = np.asarray(X, dtype=np.float32)
     anchors = np.asarray(anchors, dtype=np.float32)
     if reduce:

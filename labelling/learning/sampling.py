@@ -857,7 +857,7 @@ ALFAMIX_AFTER = 40
 ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memory at 100k items
 # Labels before "badge_alfamix" turns from ALFA-Mix to the smallest margin first. By then the
 # models know the pool; ALFA-Mix kept spreading its picks over regions they had settled, and
-# on a few seeds the target then took 300-700 labels where random needed 40-200 (bbq, seeds
+# on a few seeds the target then took 570-670 labels where random needed 210-460 (bbq, seeds
 # 0-99: -19% against random; with this third part -4%, and +39%/+41% on truthfulqa/toldbr
 # against +32%/+41%; after 100 or 200 labels bbq was -18%/-25%. Over 200 seeds: +30% +7% +37%
 # +29%; bench/learning/efficiency.py).
@@ -881,8 +881,9 @@ def margin_priorities(
     probs: Sequence[np.ndarray] | np.ndarray, candidates: np.ndarray | None = None
 ) -> np.ndarray:
     """Smallest margin first, one float per item (higher = serve first, in (0, 1]): the
-    margins of ``probs`` (one probability matrix per model) summed, the rows that are no
-    ``candidates`` (a boolean mask: the rows still to label) last."""
+    margins of ``probs`` (one probability matrix per softmax, or a binary problem's positive
+    column) summed, the rows that are no ``candidates`` (a boolean mask: the rows still to
+    label) last."""
     matrices = [probs] if isinstance(probs, np.ndarray) else list(probs)
     if not matrices:
         return np.zeros(0)

@@ -89,8 +89,8 @@ def simulate(
     replies: np.ndarray | None = None,
     near_copy: float = sampling.NEAR_COPY,
     alfa: float = sampling.ALFAMIX_ALPHA,
-    alfamix_after: int = sampling.ALFAMIX_AFTER,
-    margin_after: int = sampling.MARGIN_AFTER,
+    alfamix_after: int | None = None,
+    margin_after: int | None = None,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -117,7 +117,8 @@ def simulate(
     class changes when mixed, share ``alfa``, with a labelled class's mean) cut to one batch.
     "badge_alfamix" (the product's default): badge until ``alfamix_after`` labels, then
     alfamix until ``margin_after`` labels (0: never), then the smallest margin first
-    (sampling.margin_priorities), as sampling.badge_alfamix_phase says.
+    (sampling.margin_priorities), as sampling.badge_alfamix_phase says (None: the product's
+    switches, sampling.ALFAMIX_AFTER and MARGIN_AFTER).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)

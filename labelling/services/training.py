@@ -330,7 +330,8 @@ def _train(run: TrainingRun) -> None:
             phase = sampling.badge_alfamix_phase(min(rows.size for rows, _ in train_rows.values()))
         if phase == "margin":
             head = 3 * batch  # as in the replay: prompt-mates placed among three batches' picks
-            priority = sampling.margin_priorities(list(probs.values()), candidates=to_label)
+            # One binary column per multi_choice label, as for badge: its labels are no softmax.
+            priority = sampling.margin_priorities(_badge_inputs(models, probs), candidates=to_label)
         elif phase == "alfamix":
             # The items whose predicted class changes when mixed halfway with a labelled
             # class's mean, the one nearest each k-means centre first (3 centres per batch, as
