@@ -167,7 +167,7 @@ def simulate(
         rest = np.setdiff1d(pool, taken, assume_unique=True)
         size = min(batch, budget - len(labelled))
         current = strategy
-        if strategy == "badge_alfamix":  # the product's default: BADGE first, then ALFA-Mix
+        if strategy == "badge_alfamix":  # the default: BADGE, then ALFA-Mix, then margin
             current = sampling.badge_alfamix_phase(len(labelled), alfamix_after, margin_after)
         explore = 0 if current == "random" else int(round(random_share * size))
         if explore:
