@@ -522,7 +522,8 @@ def test_prompt_hashes_that_arrive_later_make_the_next_run_reorder(labelled):
 def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner, monkeypatch):
     """badge_alfamix, the default: BADGE's picks until ALFAMIX_AFTER labelled items outside the
     control slice, then ALFA-Mix's, which starts with the items the model's answer hangs on
-    (the replies that mix both topics' words), then from MARGIN_AFTER the smallest margin."""
+    (the replies that mix both topics' words) unless most items flip, then from MARGIN_AFTER
+    the smallest margin."""
     from labelling.learning import sampling
     from labelling.learning.sampling import ALFAMIX_AFTER
 
@@ -608,7 +609,15 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
 
     # The third part, here after 60 labels (150 in the product: the sample sets are bigger).
     monkeypatch.setattr(sampling, "MARGIN_AFTER", ALFAMIX_AFTER + 20)
-    label(clear[ALFAMIX_AFTER : ALFAMIX_AFTER + 19])
+    # Where more of the items still to label flip than ALFAMIX_MOST_FLIPS (here: any), the
+    # flips single out nothing and that batch is BADGE's.
+    most_flips = sampling.ALFAMIX_MOST_FLIPS
+    monkeypatch.setattr(sampling, "ALFAMIX_MOST_FLIPS", 0.01)
+    label(clear[ALFAMIX_AFTER : ALFAMIX_AFTER + 10])
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+    assert run.timings["order"] == "model, BADGE (most items flip under ALFA-Mix)"
+    monkeypatch.setattr(sampling, "ALFAMIX_MOST_FLIPS", most_flips)
+    label(clear[ALFAMIX_AFTER + 10 : ALFAMIX_AFTER + 19])
     run = training_run_execute(run_id=training_run_request(project=project).pk)
     assert run.timings["order"] == "model, ALFA-Mix"
     label(clear[ALFAMIX_AFTER + 19 : ALFAMIX_AFTER + 20])

@@ -328,6 +328,17 @@ def model_inputs(vectors: np.ndarray, texts: str = "pair") -> np.ndarray:
     return inputs(vectors, pair=TEXTS[texts] == "pair")
 
 
+FLOAT_OPTIONS = (
+    "candidates",
+    "density_weight",
+    "random_share",
+    "C",
+    "near_copy",
+    "alfa",
+    "most_flips",
+)
+
+
 def parse_spec(spec: str) -> tuple[str, dict]:
     """A strategy and the simulate() options given with it, e.g.
     "badge,cold=kmeans_pp,density=0" -> ("badge", {...}): options that differ from the command
@@ -340,7 +351,7 @@ def parse_spec(spec: str) -> tuple[str, dict]:
             "cold": "cold_start", "density": "density_weight", "random": "random_share",
             "near": "near_copy",
         }.get(key, key)  # fmt: skip
-        if key in ("candidates", "density_weight", "random_share", "C", "near_copy", "alfa"):
+        if key in FLOAT_OPTIONS:
             parsed[key] = float(value)
         elif key in ("batch", "start", "until", "alfamix_after", "margin_after"):
             parsed[key] = int(value)

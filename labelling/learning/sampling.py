@@ -862,6 +862,15 @@ ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memo
 # against +32%/+41%; after 100 or 200 labels bbq was -18%/-25%. Over 200 seeds: +30% +7% +37%
 # +29%; bench/learning/efficiency.py).
 MARGIN_AFTER = 150
+# The most of the items still to label that may flip for ALFA-Mix to serve them. Where more
+# flip, the flips no longer single out the items the models doubt and k-means over them is
+# k-means over most of the pool, so that batch is BADGE's, whose gradients weigh the doubt. On
+# bbq mixing with the mean of "unknown" (a class far from the other two) flips ~83% of the pool
+# at every size, and ALFA-Mix sent a few seeds to 260-490 labels against random's 20-60; on
+# hh_pairs' first batches 90-98% flip. On seeds 0-99: +25% +16% +36% +31% against +30% +8% +35%
+# +22% (0.75: +23% +15% +33% +32%); then fresh seeds 100-199: +31% -1% +35% +40% against +35%
+# -17% +37% +38% (bench/learning/efficiency.py).
+ALFAMIX_MOST_FLIPS = 0.8
 
 
 def badge_alfamix_phase(
@@ -875,6 +884,19 @@ def badge_alfamix_phase(
     if margin_after and labels >= margin_after:
         return "margin"
     return "alfamix" if labels >= alfamix_after else "badge"
+
+
+def flips_single_out(
+    flips: np.ndarray, candidates: np.ndarray | None = None, most: float | None = None
+) -> bool:
+    """Whether ALFA-Mix's ``flips`` single out a part of the ``candidates`` (a boolean mask:
+    the items still to label; default all): at most ``most`` of them flip (None:
+    ALFAMIX_MOST_FLIPS; 1 or more: always)."""
+    most = ALFAMIX_MOST_FLIPS if most is None else most
+    flips = np.asarray(flips, dtype=bool)
+    if candidates is not None:
+        flips = flips[np.asarray(candidates, dtype=bool)]
+    return most >= 1 or not flips.size or float(flips.mean()) <= most
 
 
 def margin_priorities(

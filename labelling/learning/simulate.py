@@ -91,6 +91,7 @@ def simulate(
     alfa: float = sampling.ALFAMIX_ALPHA,
     alfamix_after: int | None = None,
     margin_after: int | None = None,
+    most_flips: float | None = None,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -118,7 +119,9 @@ def simulate(
     "badge_alfamix" (the product's default): badge until ``alfamix_after`` labels, then
     alfamix until ``margin_after`` labels (0: never), then the smallest margin first
     (sampling.margin_priorities), as sampling.badge_alfamix_phase says (None: the product's
-    switches, sampling.ALFAMIX_AFTER and MARGIN_AFTER).
+    switches, sampling.ALFAMIX_AFTER and MARGIN_AFTER); in the ALFA-Mix part, a batch for
+    which more than ``most_flips`` of the items still to label flip is badge's
+    (sampling.flips_single_out; None: sampling.ALFAMIX_MOST_FLIPS, 1: never).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -176,15 +179,21 @@ def simulate(
             randoms = rest[rng.permutation(rest.size)[:explore]]
             rest = np.setdiff1d(rest, randoms, assume_unique=True)
             size -= explore
-        if current == "random" or size <= 0:
-            chosen = rest[rng.permutation(rest.size)[:size]]
-        elif current == "alfamix" and model.estimators:
-            # The mean features of each labelled class, scored like any item; k-means with
-            # 3 centres per batch, as the product (services/training.py).
+        if current == "alfamix" and model.estimators:
+            # The mean features of each labelled class, scored like any item.
             seen = [c for c in classes if (y[taken] == c).any()]
             means = np.stack([X[taken][y[taken] == c].mean(axis=0) for c in seen])
             probs = classifiers.predict_proba(model, X[rest])
             flips = sampling.mixing_flips(probs, classifiers.predict_proba(model, means), alfa)
+            if strategy == "badge_alfamix" and not sampling.flips_single_out(
+                flips, most=most_flips
+            ):
+                current = "badge"  # most of the pool flips: BADGE's batch, as the product
+        if current == "random" or size <= 0:
+            chosen = rest[rng.permutation(rest.size)[:size]]
+        elif current == "alfamix" and model.estimators:
+            # k-means with 3 centres per batch over the flips, as the product
+            # (services/training.py).
             order = sampling.alfamix_priorities(
                 probs, flips, X[rest], centres=3 * size, seed=seed + len(labelled),
                 replies=R[rest], labelled_replies=R[taken], near_copy=near_copy,

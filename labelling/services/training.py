@@ -328,6 +328,12 @@ def _train(run: TrainingRun) -> None:
         # say something, ALFA-Mix; once they know the pool, their own doubt.
         if strategy == "badge_alfamix":
             phase = sampling.badge_alfamix_phase(min(rows.size for rows, _ in train_rows.values()))
+        if phase == "alfamix":
+            flips = _alfamix_flips(models, X, train_rows, to_label)
+            if not sampling.flips_single_out(flips, to_label):
+                # Most of the items flip (a class far from the others, or models still
+                # vague): the flips single out nothing, so this batch is BADGE's.
+                phase = "badge, most items flip"
         if phase == "margin":
             head = 3 * batch  # as in the replay: prompt-mates placed among three batches' picks
             # One binary column per multi_choice label, as for badge: its labels are no softmax.
@@ -337,7 +343,6 @@ def _train(run: TrainingRun) -> None:
             # class's mean, the one nearest each k-means centre first (3 centres per batch, as
             # in the replay).
             head = 3 * batch
-            flips = _alfamix_flips(models, X, train_rows, to_label)
             priority = sampling.alfamix_priorities(
                 list(probs.values()), flips, X, centres=head, seed=run.pk, candidates=to_label,
                 replies=replies, labelled_replies=replies[known],
@@ -401,7 +406,10 @@ def _train(run: TrainingRun) -> None:
         elapsed = round(time.perf_counter() - started, 3)
         order = "model" if use_model else ("random" if strategy == "random" else "cold start")
         if use_model:
-            part = {"alfamix": "ALFA-Mix", "margin": "smallest margin"}.get(phase, "")
+            part = {
+                "alfamix": "ALFA-Mix", "margin": "smallest margin",
+                "badge, most items flip": "BADGE (most items flip under ALFA-Mix)",
+            }.get(phase, "")  # fmt: skip
             parts = ("model", part, mates)
             order = ", ".join(part for part in parts if part)
         TrainingRun.objects.filter(pk=run.pk).update(

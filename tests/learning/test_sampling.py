@@ -21,6 +21,7 @@ from labelling.learning.sampling import (
     density_batch,
     diverse_batch,
     entropy,
+    flips_single_out,
     gradient_embedding,
     hybrid_batch,
     kmeans_clusters,
@@ -534,6 +535,21 @@ def test_badge_alfamix_turns_to_alfamix_then_to_the_smallest_margin(monkeypatch)
     assert badge_alfamix_phase(25, alfamix_after=20, margin_after=30) == "alfamix"
     monkeypatch.setattr(sampling_module, "MARGIN_AFTER", 60)  # read when called
     assert badge_alfamix_phase(60) == "margin"
+
+
+def test_alfamix_serves_only_while_its_flips_single_out_a_part_of_the_pool(monkeypatch):
+    eight = np.array([True] * 8 + [False] * 2)
+    nine = np.array([True] * 9 + [False])
+    assert sampling_module.ALFAMIX_MOST_FLIPS == 0.8
+    assert flips_single_out(eight) and not flips_single_out(nine)
+    # Only the items still to label count: 9 of 10 flip, but 3 of the 4 candidates do not.
+    candidates = np.array([True] + [False] * 6 + [True] * 3)
+    assert flips_single_out(nine, candidates=candidates)
+    assert not flips_single_out(nine, candidates=~candidates)  # 6 of 6 flip
+    assert flips_single_out(nine, most=0.9) and flips_single_out(np.ones(5, bool), most=1)
+    assert flips_single_out(np.zeros(0, bool))  # nothing left to label: nothing to decide
+    monkeypatch.setattr(sampling_module, "ALFAMIX_MOST_FLIPS", 0.5)  # read when called
+    assert not flips_single_out(eight)
 
 
 def test_margin_priorities_sum_the_models_and_serve_non_candidates_last():
