@@ -14,6 +14,11 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
+Measured 2026-12-07 (evening), PostgreSQL, 100k items, --pair, 100 labelled, load average ~1:
+badge_alfamix 12.7 s (load 3.7, train 2.7, score 3.0, predictions 0.6, write 2.7) where most
+items flip and its flip rule gives the batch to badge (the last column names the part run);
+badge 14.4 s.
+
 Measured 2026-12-07, a slower machine of the same kind, PostgreSQL, 100k items, --pair, one
 run each, load average ~1: badge_alfamix's ALFA-Mix part (100 labelled) 25.9 s (load 4.2,
 train 2.8, score 12.7, predictions 1.4, write 4.8) with the flips asked of the models on the
@@ -259,7 +264,7 @@ def main() -> None:
     print(
         f"\n{'order':<10} {'wall s':>7} {'run s':>7} "
         + " ".join(f"{s:>11}" for s in steps)
-        + "  goal"
+        + "  goal  the run's order"
     )
     for strategy, runs in results.items():
         wall = statistics.median(w for w, _ in runs)
@@ -268,7 +273,8 @@ def main() -> None:
             f"{statistics.median(t.get(s, 0.0) for _, t in runs):>11.2f}" for s in steps
         )
         ok = "met" if wall <= GOAL_SECONDS else "missed"
-        print(f"{strategy:<10} {wall:>7.2f} {seconds:>7.2f} {parts}  {ok}")
+        order = runs[-1][1].get("order", "")  # which part of badge_alfamix ran, say
+        print(f"{strategy:<10} {wall:>7.2f} {seconds:>7.2f} {parts}  {ok:<6}{order}")
     print(
         f"\nmedian of {args.repeat} run(s) each; goal: train + rescore {args.items} items <= "
         f"{GOAL_SECONDS:.0f} s; load average after {os.getloadavg()[0]:.2f}"
