@@ -613,13 +613,30 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     # flips single out nothing and that batch is BADGE's.
     most_flips = sampling.ALFAMIX_MOST_FLIPS
     monkeypatch.setattr(sampling, "ALFAMIX_MOST_FLIPS", 0.01)
+    called = []
+
+    def spy(name):
+        original = getattr(sampling, name)
+
+        def wrapper(*args, **kwargs):
+            called.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(sampling, name, wrapper)
+
+    spy("alfamix_priorities")
+    spy("badge_priorities")
     label(clear[ALFAMIX_AFTER : ALFAMIX_AFTER + 10])
     run = training_run_execute(run_id=training_run_request(project=project).pk)
     assert run.timings["order"] == "model, BADGE (most items flip under ALFA-Mix)"
+    assert called == ["badge_priorities"]
+    assert run.timings["alfamix_flip_share"] > 0.01  # the share it was held to
     monkeypatch.setattr(sampling, "ALFAMIX_MOST_FLIPS", most_flips)
     label(clear[ALFAMIX_AFTER + 10 : ALFAMIX_AFTER + 19])
     run = training_run_execute(run_id=training_run_request(project=project).pk)
     assert run.timings["order"] == "model, ALFA-Mix"
+    assert called == ["badge_priorities", "alfamix_priorities"]
+    assert run.timings["alfamix_flip_share"] <= most_flips
     label(clear[ALFAMIX_AFTER + 19 : ALFAMIX_AFTER + 20])
     run = training_run_execute(run_id=training_run_request(project=project).pk)
     queue = served(run)

@@ -17,7 +17,7 @@ dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded item
 Measured 2026-12-07 (evening), PostgreSQL, 100k items, --pair, 100 labelled, load average ~1:
 badge_alfamix 12.7 s (load 3.7, train 2.7, score 3.0, predictions 0.6, write 2.7) where most
 items flip and its flip rule gives the batch to badge (the last column names the part run);
-badge 14.4 s.
+badge 14.4 s (one run each: noise). The ALFA-Mix path no longer runs on this data.
 
 Measured 2026-12-07, a slower machine of the same kind, PostgreSQL, 100k items, --pair, one
 run each, load average ~1: badge_alfamix's ALFA-Mix part (100 labelled) 25.9 s (load 4.2,

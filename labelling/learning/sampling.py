@@ -859,17 +859,18 @@ ALFAMIX_POOL = 5000  # flipping rows k-means sees, at most: bounds time and memo
 # models know the pool; ALFA-Mix kept spreading its picks over regions they had settled, and
 # on a few seeds the target then took 570-670 labels where random needed 210-460 (bbq, seeds
 # 0-99: -19% against random; with this third part -4%, and +39%/+41% on truthfulqa/toldbr
-# against +32%/+41%; after 100 or 200 labels bbq was -18%/-25%. Over 200 seeds: +30% +7% +37%
-# +29%; bench/learning/efficiency.py).
+# against +32%/+41%; after 100 or 200 labels bbq was -18%/-25%. Over 200 seeds, int8 vectors,
+# before the flip rule below: +30% +7% +37% +29%; bench/learning/efficiency.py).
 MARGIN_AFTER = 150
 # The most of the items still to label that may flip for ALFA-Mix to serve them. Where more
 # flip, the flips no longer single out the items the models doubt and k-means over them is
-# k-means over most of the pool, so that batch is BADGE's, whose gradients weigh the doubt. On
-# bbq mixing with the mean of "unknown" (a class far from the other two) flips ~83% of the pool
+# k-means over most of the pool, so that batch is BADGE's, whose gradients weigh the doubt.
+# An item flips when any question's model changes its answer, as k-means sees them. On bbq,
+# mixing with the mean of "unknown" (a class far from the other two) flips 78-85% of the pool
 # at every size, and ALFA-Mix sent a few seeds to 260-490 labels against random's 20-60; on
-# hh_pairs' first batches 90-98% flip. On seeds 0-99: +25% +16% +36% +31% against +30% +8% +35%
-# +22% (0.75: +23% +15% +33% +32%); then fresh seeds 100-199: +31% -1% +35% +40% against +35%
-# -17% +37% +38% (bench/learning/efficiency.py).
+# hh_pairs' first batches 89-98% flip. On seeds 0-99 (bf16 vectors): +25% +16% +36% +31%
+# against +30% +8% +35% +22% (0.75: +23% +15% +33% +32%); then fresh seeds 100-199: +31% -1%
+# +35% +40% against +35% -17% +37% +38% (bench/learning/efficiency.py).
 ALFAMIX_MOST_FLIPS = 0.8
 
 

@@ -330,9 +330,15 @@ def _train(run: TrainingRun) -> None:
             phase = sampling.badge_alfamix_phase(min(rows.size for rows, _ in train_rows.values()))
         if phase == "alfamix":
             flips = _alfamix_flips(models, X, train_rows, to_label)
+            # The share of the items still to label that flip for some question: what
+            # k-means would cluster. Shown with the run's timings.
+            timings["alfamix_flip_share"] = round(float(flips[to_label].mean()), 3) if (
+                to_label.any()
+            ) else 0.0  # fmt: skip
             if not sampling.flips_single_out(flips, to_label):
                 # Most of the items flip (a class far from the others, or models still
-                # vague): the flips single out nothing, so this batch is BADGE's.
+                # vague): k-means over them would be k-means over most of the pool, blind to
+                # what the models doubt, so this batch is BADGE's.
                 phase = "badge, most items flip"
         if phase == "margin":
             head = 3 * batch  # as in the replay: prompt-mates placed among three batches' picks

@@ -196,6 +196,23 @@ def test_simulate_records_curves_and_model_orders_learn_no_slower_than_random():
     assert labels_to_reach(curves["hybrid"], 2.0) is None
 
 
+def test_the_replay_gives_badge_the_alfamix_batches_where_most_items_flip():
+    X, truth = blobs(n_per=60, centres=6, dim=10, seed=2)
+    y = np.array(["a", "b", "c"])[truth % 3]
+    groups = np.arange(y.size) // 2
+
+    def picked(strategy, **options):
+        return simulate(X, y, groups, strategy=strategy, seed=0, batch=10, budget=80,
+                        alfamix_after=20, margin_after=0, **options).picked  # fmt: skip
+
+    badge = picked("badge")
+    # No flip share is low enough: every ALFA-Mix batch is badge's, pick for pick.
+    assert picked("badge_alfamix", most_flips=0.0) == badge
+    # No share too high: ALFA-Mix from 20 labels; the first 20 picks are badge's either way.
+    alfamix = picked("badge_alfamix", most_flips=1.0)
+    assert alfamix[:20] == badge[:20] and alfamix != badge
+
+
 def test_hybrid_batch_spreads_over_uncertain_regions_instead_of_near_duplicates():
     X, truth = blobs(n_per=20, centres=4, seed=3)
     scores = np.zeros(len(X))
@@ -542,7 +559,7 @@ def test_alfamix_serves_only_while_its_flips_single_out_a_part_of_the_pool(monke
     nine = np.array([True] * 9 + [False])
     assert sampling_module.ALFAMIX_MOST_FLIPS == 0.8
     assert flips_single_out(eight) and not flips_single_out(nine)
-    # Only the items still to label count: 9 of 10 flip, but 3 of the 4 candidates do not.
+    # Only the items still to label count: 9 of 10 flip, but 3 of the 4 candidates (75%).
     candidates = np.array([True] + [False] * 6 + [True] * 3)
     assert flips_single_out(nine, candidates=candidates)
     assert not flips_single_out(nine, candidates=~candidates)  # 6 of 6 flip
