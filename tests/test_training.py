@@ -571,8 +571,9 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     head = queue[: 3 * project.retrain_every]  # laid out by k-means over flipping items
     assert all(ratings == 0 for _, ratings in head)
     assert len({external_id for external_id, _ in head}) == len(head)
-    # Which items flip, asked of the run's saved model on the full features (no projection):
-    # mixed halfway with a labelled class's mean, does its answer change?
+    # Which items flip, asked on the full features (no projection) of the run's model refitted
+    # without calibration, as the replay measures ALFA-Mix: mixed halfway with a labelled
+    # class's mean, does its answer change?
     from django.conf import settings as django_settings
 
     from labelling.learning import classifiers
@@ -587,7 +588,9 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     labelled = [n for n, c in enumerate(consensus) if c and not control[pks[n]]]
     values = np.array([consensus[n]["topic"]["value"] for n in labelled], dtype=object)
     means = np.stack([X[labelled][values == c].mean(axis=0) for c in ("food", "code")])
-    flipping = classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
+    assert model.calibrated  # the saved model is; the flips are asked of a plain refit
+    plain = classifiers.train(X[labelled], values.tolist(), classes=model.classes, calibrate=False)
+    flipping = classifiers.mixing_flips(plain, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
     # Near copies of labelled replies ("FOOD ... 12" and "FOOD ... 14") wait, as in badge.
     replies = classifiers.reply_part(X, pair=is_pair(encoder))
     copies = sampling.near_copies(replies, replies[[n for n, c in enumerate(consensus) if c]])
@@ -675,3 +678,32 @@ def test_margin_priorities_read_a_multi_choice_question_label_by_label():
     assert np.argsort(-margin_priorities(columns)).tolist() == [1, 0]
     # Read as one softmax the same rows would come the other way round.
     assert np.argsort(-margin_priorities(probs["tags"])).tolist() == [0, 1]
+
+
+def test_alfamix_flips_are_asked_of_the_model_refitted_without_calibration():
+    """The replay measured ALFA-Mix on uncalibrated models; calibration pulls a class-balanced
+    boundary toward the frequent class and leaves few items that flip (here 3% against 45%)."""
+    from labelling.learning import classifiers, sampling
+    from labelling.services.training import _alfamix_flips
+
+    rng = np.random.default_rng(0)
+    y = np.array(["a"] * 160 + ["b"] * 40, dtype=object)
+    X = rng.normal(size=(y.size, 8)).astype(np.float32)
+    X[y == "b", 0] += 1.0
+    rows = np.concatenate([np.arange(45), np.arange(160, 175)])  # 45 "a", 15 "b" labelled
+    values = y[rows].tolist()
+    calibrated = classifiers.train(X[rows], values, classes=["a", "b"], calibrate=True)
+    plain = classifiers.train(X[rows], values, classes=["a", "b"], calibrate=False)
+    asked = np.ones(y.size, dtype=bool)
+    asked[rows] = False
+    means = np.stack([X[rows][y[rows] == c].mean(axis=0) for c in ("a", "b")])
+
+    flips = _alfamix_flips({"q": calibrated}, X, {"q": (rows, values)}, asked)
+
+    assert calibrated.calibrated and not flips[rows].any()
+    expected = classifiers.mixing_flips(plain, X[asked], means, sampling.ALFAMIX_ALPHA)
+    assert flips[asked].tolist() == expected.tolist()
+    alpha = sampling.ALFAMIX_ALPHA
+    assert (
+        expected.mean() > 0.3 > classifiers.mixing_flips(calibrated, X[asked], means, alpha).mean()
+    )
