@@ -276,6 +276,21 @@ def test_a_run_writes_predictions_except_on_the_control_slice(labelled):
     run = training_run_execute(run_id=training_run_request(project=labelled).pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.note
+    from django.conf import settings as django_settings
+
+    from labelling.learning import classifiers
+    from labelling.learning.encoders import is_pair
+    from labelling.services.training import _dataset
+
+    model = classifiers.load(
+        f"{django_settings.VAR_DIR}/models/{labelled.slug}/run{run.pk}-topic.joblib"
+    )
+    pks, X, _, encoder, *_ = _dataset(labelled)
+    X = classifiers.model_inputs(X, pair=is_pair(encoder))
+    # The value is the class-balanced decision, the probabilities the calibrated ones.
+    decided = dict(zip(pks, classifiers.predict(model, X), strict=True))
+    shown = dict(zip(pks, classifiers.predict_proba(model, X).tolist(), strict=True))
+    assert model.calibrated
     items = list(Item.objects.filter(project=labelled))
     ids = [i.pk for i in items]
     control = dict(zip(ids, control_slice(ids, labelled.control_share), strict=True))
@@ -287,7 +302,9 @@ def test_a_run_writes_predictions_except_on_the_control_slice(labelled):
         guess = item.predictions["topic"]
         assert set(guess["probabilities"]) == {"food", "code"}
         assert abs(sum(guess["probabilities"].values()) - 1.0) < 0.01
-        assert guess["value"] == max(guess["probabilities"], key=guess["probabilities"].get)
+        assert guess["value"] == decided[item.pk]
+        by_class = dict(zip(model.classes, shown[item.pk], strict=True))
+        assert all(abs(guess["probabilities"][c] - by_class[c]) < 1e-3 for c in by_class)
         truth = "food" if FOOD in item.messages[1]["content"] else "code"
         right += guess["value"] == truth
     assert right >= 0.9 * sum(not c for c in control.values())
@@ -571,9 +588,9 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     head = queue[: 3 * project.retrain_every]  # laid out by k-means over flipping items
     assert all(ratings == 0 for _, ratings in head)
     assert len({external_id for external_id, _ in head}) == len(head)
-    # Which items flip, asked on the full features (no projection) of the run's model refitted
-    # without calibration, as the replay measures ALFA-Mix: mixed halfway with a labelled
-    # class's mean, does its answer change?
+    # Which items flip, asked on the full features (no projection) of the run's model, which
+    # decides as its uncalibrated fit (classifiers.predict), as the replay measures ALFA-Mix:
+    # mixed halfway with a labelled class's mean, does its answer change?
     from django.conf import settings as django_settings
 
     from labelling.learning import classifiers
@@ -588,9 +605,8 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     labelled = [n for n, c in enumerate(consensus) if c and not control[pks[n]]]
     values = np.array([consensus[n]["topic"]["value"] for n in labelled], dtype=object)
     means = np.stack([X[labelled][values == c].mean(axis=0) for c in ("food", "code")])
-    assert model.calibrated  # the saved model is; the flips are asked of a plain refit
-    plain = classifiers.train(X[labelled], values.tolist(), classes=model.classes, calibrate=False)
-    flipping = classifiers.mixing_flips(plain, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
+    assert model.calibrated
+    flipping = classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
     # Near copies of labelled replies ("FOOD ... 12" and "FOOD ... 14") wait, as in badge.
     replies = classifiers.reply_part(X, pair=is_pair(encoder))
     copies = sampling.near_copies(replies, replies[[n for n, c in enumerate(consensus) if c]])
@@ -645,15 +661,21 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     queue = served(run)
 
     assert run.timings["order"] == "model, smallest margin"
-    # The model's least decided first: the items served in order of the stored predictions'
-    # margin (two classes: the top probability, lowest first), the labelled ones after them
-    # (with the held ones, which are never served).
+    # The model's least decided first: the items served in order of the margin of the
+    # class-balanced model's probabilities (two classes: the top one, lowest first; the
+    # stored predictions show calibrated ones), the labelled ones after them (with the held
+    # ones, which are never served).
     held = set(Item.objects.exclude(hold="").values_list("external_id", flat=True))
     queue = [entry for entry in queue if entry[0] not in held]  # never served: placed last
     waiting = [external_id for external_id, ratings in queue if not ratings]
     assert [external_id for external_id, ratings in queue[: len(waiting)]] == waiting
-    top = {i.external_id: max(i.predictions["topic"]["probabilities"].values())
-           for i in Item.objects.filter(external_id__in=waiting)}  # fmt: skip
+    model = classifiers.load(
+        f"{django_settings.VAR_DIR}/models/{project.slug}/run{run.pk}-topic.joblib"
+    )
+    pks, X, _, encoder, *_ = _dataset(project)
+    balanced = classifiers.balanced_proba(model, classifiers.model_inputs(X, pair=is_pair(encoder)))
+    external = dict(Item.objects.values_list("pk", "external_id"))
+    top = {external[pk]: balanced[n].max() for n, pk in enumerate(pks)}
     assert [top[external_id] for external_id in waiting] == sorted(top[e] for e in waiting)
     # The boundary first again (mixed replies, a clear one now and then).
     assert sum(external_id[0] == "m" for external_id in waiting[:mixed_free]) >= mixed_free - 3
@@ -680,9 +702,9 @@ def test_margin_priorities_read_a_multi_choice_question_label_by_label():
     assert np.argsort(-margin_priorities(probs["tags"])).tolist() == [0, 1]
 
 
-def test_alfamix_flips_are_asked_of_the_model_refitted_without_calibration():
-    """The replay measured ALFA-Mix on uncalibrated models; calibration pulls a class-balanced
-    boundary toward the frequent class and leaves few items that flip (here 3% against 45%)."""
+def test_alfamix_flips_are_decided_as_the_class_balanced_fit_decides():
+    """The replay measured ALFA-Mix on uncalibrated models; a calibrated argmax leans to the
+    frequent class and would leave few items that flip (here 3% against 45%)."""
     from labelling.learning import classifiers, sampling
     from labelling.services.training import _alfamix_flips
 
@@ -703,7 +725,14 @@ def test_alfamix_flips_are_asked_of_the_model_refitted_without_calibration():
     assert calibrated.calibrated and not flips[rows].any()
     expected = classifiers.mixing_flips(plain, X[asked], means, sampling.ALFAMIX_ALPHA)
     assert flips[asked].tolist() == expected.tolist()
+    # Had the calibrated probabilities decided, far fewer would flip.
+    own = classifiers.decide(calibrated, classifiers.predict_proba(calibrated, X[asked]))
     alpha = sampling.ALFAMIX_ALPHA
-    assert (
-        expected.mean() > 0.3 > classifiers.mixing_flips(calibrated, X[asked], means, alpha).mean()
-    )
+    mixed = [
+        classifiers.decide(
+            calibrated, classifiers.predict_proba(calibrated, (1 - alpha) * X[asked] + alpha * m)
+        )
+        for m in means
+    ]
+    calibrated_flips = np.any([own != m for m in mixed], axis=0)
+    assert expected.mean() > 0.3 > calibrated_flips.mean()

@@ -121,10 +121,16 @@ def _fit_single_unlimited(
 
         if X.shape[0] >= CALIBRATION_ONE_SPLIT_FROM:
             cv = StratifiedShuffleSplit(n_splits=1, test_size=0.2, random_state=seed)
+            ensemble = True  # one split: its one model (on 80% of the rows) answers
         else:
             folds = int(min(CALIBRATION_FOLDS, counts.min()))
             cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        estimator = CalibratedClassifierCV(_logistic(seed, C), method="sigmoid", cv=cv)
+            # The sigmoid is fitted on the folds' out-of-fold scores, the model on every row:
+            # the model inside is exactly the uncalibrated fit, whose decisions predict() keeps.
+            ensemble = False
+        estimator = CalibratedClassifierCV(
+            _logistic(seed, C), method="sigmoid", cv=cv, ensemble=ensemble
+        )
         return estimator.fit(X, y), True
     return _logistic(seed, C).fit(X, y), False
 
@@ -196,10 +202,27 @@ def _indicator(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, list[
 
 
 def predict_proba(model: Model, X: np.ndarray) -> np.ndarray:
-    """n × len(model.classes) probabilities, columns in ``model.classes`` order.
+    """n × len(model.classes) probabilities, columns in ``model.classes`` order: calibrated
+    ones where the model is calibrated (what a suggestion's confidence shows).
 
     For multi_choice each column is that label's own probability (rows need not sum to 1).
     """
+    return _probabilities(model, X, balanced=False)
+
+
+def balanced_proba(model: Model, X: np.ndarray) -> np.ndarray:
+    """The class-balanced logistic model's own probabilities (a calibrated model's
+    uncalibrated fit), in predict_proba's layout: what predict() decides by and what the
+    queue's sampling reads.
+
+    Calibration fits P(class | x) under the labels' class frequencies, so its argmax leans to
+    the frequent classes: on the sample sets a full-data model's macro-F1 fell from 0.56-0.58
+    to 0.45-0.48 (toldbr) and 0.53-0.57 to 0.41-0.45 (hh_pairs). The balanced model's
+    decisions keep each class's recall, the one the replays (learning/simulate.py) measure."""
+    return _probabilities(model, X, balanced=True)
+
+
+def _probabilities(model: Model, X: np.ndarray, *, balanced: bool) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     n = X.shape[0]
     if model.kind == "multi_choice":
@@ -210,27 +233,42 @@ def predict_proba(model: Model, X: np.ndarray) -> np.ndarray:
             if estimator is None:
                 out[:, column] = constant
             else:
-                proba = estimator.predict_proba(X)
-                out[:, column] = proba[:, list(estimator.classes_).index(1)]
+                classes, proba = _estimator_proba(estimator, X, balanced)
+                out[:, column] = proba[:, classes.index(1)]
         return out
     if not model.estimators:
         return np.tile(np.asarray(model.constants, dtype=np.float64), (n, 1))
-    estimator = model.estimators[0]
-    proba = estimator.predict_proba(X)
+    classes, proba = _estimator_proba(model.estimators[0], X, balanced)
     out = np.zeros((n, len(model.classes)))
     # Classes never seen in training keep probability 0.
     index = {c: i for i, c in enumerate(model.classes)}
-    for j, c in enumerate(estimator.classes_):
+    for j, c in enumerate(classes):
         out[:, index[c.item() if hasattr(c, "item") else c]] = proba[:, j]
     return out
 
 
+def _estimator_proba(estimator: Any, X: np.ndarray, balanced: bool) -> tuple[list, np.ndarray]:
+    if not balanced:
+        return list(estimator.classes_), estimator.predict_proba(X)
+    parts = _linear_parts(estimator)  # one (three folds' in models saved by earlier versions)
+    proba = parts[0].predict_proba(X)
+    for part in parts[1:]:
+        proba += part.predict_proba(X)
+    return list(parts[0].classes_), proba / len(parts)
+
+
 def predict(model: Model, X: np.ndarray) -> np.ndarray:
-    """Most probable class per row (multi_choice: the 0/1 matrix at 0.5)."""
-    proba = predict_proba(model, X)
+    """The class-balanced decision per row (balanced_proba's argmax; multi_choice: the 0/1
+    matrix at 0.5)."""
+    proba = balanced_proba(model, X)
     if model.kind == "multi_choice":
         return (proba >= 0.5).astype(np.int64)
-    return np.asarray(model.classes, dtype=object)[proba.argmax(axis=1)]
+    return decide(model, proba)
+
+
+def decide(model: Model, balanced: np.ndarray) -> np.ndarray:
+    """predict() from balanced_proba's matrix already computed (a choice or rating model)."""
+    return np.asarray(model.classes, dtype=object)[np.asarray(balanced).argmax(axis=1)]
 
 
 def mixing_flips(
@@ -272,7 +310,8 @@ def mixing_flips(
 
 
 def _linear_parts(estimator: Any) -> list[Any]:
-    """The fitted logistic regressions inside an estimator: a calibrated model's, one per fold."""
+    """The fitted logistic regressions inside an estimator: a calibrated model's uncalibrated
+    fit (the 80% split's from 5,000 rows; one per fold in models saved by earlier versions)."""
     if hasattr(estimator, "calibrated_classifiers_"):
         return [part.estimator for part in estimator.calibrated_classifiers_]
     return [estimator]

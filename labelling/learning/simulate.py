@@ -48,14 +48,12 @@ def _fit_score(
     classes: list,
     seed: int,
     C: float = classifiers.DEFAULT_C,
-    calibrate: bool = False,
 ) -> tuple[classifiers.Model, float]:
-    # No calibration by default: it triples training time. calibrate=True: as the product,
-    # sigmoid-calibrated once each class has 3 labels (classifiers.train's rule).
+    # Uncalibrated (calibration's folds would triple the time): a product model's decisions
+    # and the probabilities its queue reads are this fit's (classifiers.balanced_proba).
     model = classifiers.train(
-        X[train_idx], y[train_idx], classes=classes, seed=seed,
-        calibrate=None if calibrate else False, C=C,
-    )  # fmt: skip
+        X[train_idx], y[train_idx], classes=classes, seed=seed, calibrate=False, C=C
+    )
     predicted = classifiers.predict(model, X[test_idx])
     return model, classifiers.macro_f1(y[test_idx], predicted)
 
@@ -94,7 +92,6 @@ def simulate(
     alfamix_after: int | None = None,
     margin_after: int | None = None,
     most_flips: float | None = None,
-    calibrate: bool = False,
 ) -> Curve:
     """Replay labelling of the pool by ``strategy`` and record test macro-F1 per round.
 
@@ -124,10 +121,7 @@ def simulate(
     (sampling.margin_priorities), as sampling.badge_alfamix_phase says (None: the product's
     switches, sampling.ALFAMIX_AFTER and MARGIN_AFTER); in the ALFA-Mix part, a batch for
     which more than ``most_flips`` of the items still to label flip is badge's
-    (sampling.flips_single_out; None: sampling.ALFAMIX_MOST_FLIPS, 1: never). ``calibrate``:
-    every model (the full-data reference too) sigmoid-calibrated once each class has 3
-    labels, as the product trains them; ALFA-Mix's flips then come from an uncalibrated refit,
-    as in the product.
+    (sampling.flips_single_out; None: sampling.ALFAMIX_MOST_FLIPS, 1: never).
     """
     X = np.asarray(X, dtype=np.float32)
     y = np.asarray(y)
@@ -137,7 +131,7 @@ def simulate(
     classes = np.unique(y).tolist()
     pool, test = group_split(groups, test_share, seed)
     curve = Curve(strategy=strategy, seed=seed)
-    _, curve.full_f1 = _fit_score(X, y, pool, test, classes, seed, C, calibrate)
+    _, curve.full_f1 = _fit_score(X, y, pool, test, classes, seed, C)
     budget = pool.size if budget is None else min(budget, pool.size)
     start = batch if start is None else start
     rng = np.random.default_rng(seed)
@@ -165,7 +159,7 @@ def simulate(
 
     while True:
         taken = np.asarray(labelled)
-        model, f1 = _fit_score(X, y, taken, test, classes, seed, C, calibrate)
+        model, f1 = _fit_score(X, y, taken, test, classes, seed, C)
         curve.labels.append(len(labelled))
         curve.f1.append(f1)
         curve.picked = [int(i) for i in labelled]
@@ -190,16 +184,7 @@ def simulate(
             seen = [c for c in classes if (y[taken] == c).any()]
             means = np.stack([X[taken][y[taken] == c].mean(axis=0) for c in seen])
             probs = classifiers.predict_proba(model, X[rest])
-            # Flips from an uncalibrated model, as the product asks them (calibrate=True).
-            plain, plain_probs = model, probs
-            if model.calibrated:
-                plain = classifiers.train(
-                    X[taken], y[taken], classes=classes, seed=seed, calibrate=False, C=C
-                )
-                plain_probs = classifiers.predict_proba(plain, X[rest])
-            flips = sampling.mixing_flips(
-                plain_probs, classifiers.predict_proba(plain, means), alfa
-            )
+            flips = sampling.mixing_flips(probs, classifiers.predict_proba(model, means), alfa)
             if strategy == "badge_alfamix" and not sampling.flips_single_out(
                 flips, most=most_flips
             ):

@@ -111,22 +111,16 @@ def _alfamix_flips(models: dict, X: np.ndarray, train: dict, asked: np.ndarray) 
     with the mean features of a class among that question's training rows (``train``: key ->
     (rows, labels)): the candidates ALFA-Mix spreads by k-means.
 
-    A calibrated model is refitted without calibration for this, as the replay measured
-    ALFA-Mix (learning/simulate.py): sigmoid calibration moves a class-balanced model's
-    boundary toward the frequent classes, and on the sample sets it lowered the share of items
-    that flip by 0.44 and 0.54 on average (truthfulqa, toldbr), which would change both
-    ALFA-Mix's picks and the flip rule's switch. One plain fit costs a fraction of the
-    calibrated one (no folds), and ALFA-Mix's part is young projects' (40-150 labels)."""
+    A calibrated model answers here as its class-balanced fit decides (classifiers.predict),
+    as the replay measured ALFA-Mix (learning/simulate.py): a calibrated argmax leans to the
+    frequent classes, and on the sample sets it lowered the share of items that flip by 0.44
+    and 0.54 on average (truthfulqa, toldbr)."""
     from labelling.learning import classifiers, sampling
 
     flips = np.zeros(X.shape[0], dtype=bool)
     where = np.flatnonzero(asked)
     for key, model in models.items():
         rows, values = train[key]
-        if model.calibrated:
-            model = classifiers.train(
-                X[rows], values, kind=model.kind, classes=model.classes, calibrate=False
-            )
         values = np.asarray(values, dtype=object)
         means = np.stack(
             [X[rows[values == c]].mean(axis=0) for c in model.classes if (values == c).any()]
@@ -169,21 +163,26 @@ def _dataset(project: Project):
     return ids, X, consensus, latest, prompts, held
 
 
-def _predictions_json(models: dict, probs: dict, n: int, control: np.ndarray) -> list[str]:
+def _predictions_json(
+    models: dict, decide_by: dict, shown: dict, n: int, control: np.ndarray
+) -> list[str]:
     """The JSON of each item's predictions {question: {"value", "probabilities"}}; "{}" for
-    control items, whose labels measure the model and so must not be anchored by it.
+    control items, whose labels measure the model and so must not be anchored by it. The value
+    is the argmax of ``decide_by`` (the class-balanced model's probabilities, as
+    classifiers.predict decides), the probabilities ``shown``'s (calibrated): a suggestion may
+    name a class less likely than another but far more likely than its share of the labels.
 
     Formatted from a template per question: a dict and json.dumps per item took 6x longer at
     100k items.
     """
     columns = []
     for key, model in models.items():
-        p = np.round(np.asarray(probs[key], dtype=np.float64), 3)
+        p = np.round(np.asarray(shown[key], dtype=np.float64), 3)
         values = [json.dumps(c.item() if hasattr(c, "item") else c) for c in model.classes]
         names = [json.dumps(str(c)) for c in model.classes]
         head = json.dumps(key) + ':{"value":'
         template = ',"probabilities":{{' + ",".join(f"{name}:{{}}" for name in names) + "}}}}"
-        best = p.argmax(axis=1).tolist()
+        best = np.asarray(decide_by[key]).argmax(axis=1).tolist()
         columns.append(
             [
                 head + values[b] + template.format(*row)
@@ -291,6 +290,7 @@ def _train(run: TrainingRun) -> None:
     trained = 0
     models = {}
     probs: dict[str, np.ndarray] = {}
+    shown: dict[str, np.ndarray] = {}  # calibrated, for suggestions
     train_rows: dict[str, tuple[np.ndarray, list]] = {}  # ALFA-Mix's class means
     for question in questions:
         y = labels[question.key]
@@ -306,7 +306,12 @@ def _train(run: TrainingRun) -> None:
             continue
         model = classifiers.train(X[train_mask], train_y, kind=question.type, classes=classes)
         models[question.key] = model
-        probs[question.key] = classifiers.predict_proba(model, X)
+        # The queue reads the class-balanced model's probabilities, as the replay measured;
+        # a suggestion shows the calibrated ones beside the balanced decision.
+        probs[question.key] = classifiers.balanced_proba(model, X)
+        shown[question.key] = (
+            classifiers.predict_proba(model, X) if model.calibrated else probs[question.key]
+        )
         train_rows[question.key] = (np.flatnonzero(train_mask), train_y)
         if strategy != "random":
             # Hybrid mixes in density and clusters once, over the questions' mean entropy;
@@ -411,7 +416,7 @@ def _train(run: TrainingRun) -> None:
     # The control slice keeps a random order, whatever the model thinks: an honest test set.
     priority[control] = rng.random(int(control.sum()))
     lap("score")
-    predictions = _predictions_json(models, probs, len(ids), control)
+    predictions = _predictions_json(models, probs, shown, len(ids), control)
     model_dir = Path(settings.VAR_DIR) / "models" / project.slug
     model_dir.mkdir(parents=True, exist_ok=True)
     for key, model in models.items():

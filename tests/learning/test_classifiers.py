@@ -8,6 +8,7 @@ import pytest
 from labelling.learning import classifiers
 from labelling.learning.classifiers import (
     FORMAT_VERSION,
+    balanced_proba,
     data_hash,
     features,
     load,
@@ -42,12 +43,71 @@ def test_it_learns_a_separable_choice_problem_with_calibrated_probabilities():
 def test_many_labels_calibrate_on_one_split_instead_of_three_folds(monkeypatch):
     X, y = separable(n=400)
     few = train(X[:300], y[:300], classes=["neg", "neu", "pos"])
-    assert len(few.estimators[0].calibrated_classifiers_) == classifiers.CALIBRATION_FOLDS
+    # Three folds fit the sigmoid; the model inside is the fit on every row.
+    assert few.estimators[0].cv.get_n_splits() == classifiers.CALIBRATION_FOLDS
+    plain = train(X[:300], y[:300], classes=["neg", "neu", "pos"], calibrate=False)
+    inner = few.estimators[0].calibrated_classifiers_[0].estimator
+    assert np.array_equal(inner.coef_, plain.estimators[0].coef_)
     monkeypatch.setattr(classifiers, "CALIBRATION_ONE_SPLIT_FROM", 300)
     many = train(X[:300], y[:300], classes=["neg", "neu", "pos"])
     assert many.calibrated and len(many.estimators[0].calibrated_classifiers_) == 1
+    assert many.estimators[0].cv.get_n_splits() == 1
     assert np.allclose(predict_proba(many, X[300:]).sum(axis=1), 1.0)
     assert macro_f1(y[300:], predict(many, X[300:])) > 0.9
+
+
+def imbalanced(seed=0):
+    """Overlapping classes, one in five rare: a calibrated argmax leans to the common one."""
+    rng = np.random.default_rng(seed)
+    y = np.array(["common"] * 400 + ["rare"] * 100, dtype=object)
+    X = rng.normal(size=(y.size, 8)).astype(np.float32)
+    X[y == "rare", 0] += 1.0
+    order = rng.permutation(y.size)
+    return X[order], y[order]
+
+
+def test_a_calibrated_model_decides_as_its_class_balanced_fit():
+    X, y = imbalanced()
+    calibrated = train(X[:300], y[:300], classes=["common", "rare"], calibrate=True)
+    plain = train(X[:300], y[:300], classes=["common", "rare"], calibrate=False)
+    assert calibrated.calibrated and not plain.calibrated
+    test = X[300:], y[300:]
+
+    # What the queue reads and predict() decides: the uncalibrated fit's, exactly.
+    assert np.array_equal(balanced_proba(calibrated, test[0]), predict_proba(plain, test[0]))
+    assert predict(calibrated, test[0]).tolist() == predict(plain, test[0]).tolist()
+    # The calibrated probabilities (shown with a suggestion) differ, and their argmax would
+    # call nearly everything common: the rare class's recall, and macro-F1, would fall.
+    shown = predict_proba(calibrated, test[0])
+    assert not np.allclose(shown, balanced_proba(calibrated, test[0]))
+    argmax = classifiers.decide(calibrated, shown)
+    assert (argmax == "rare").sum() < (predict(calibrated, test[0]) == "rare").sum() / 2
+    assert macro_f1(test[1], predict(calibrated, test[0])) > macro_f1(test[1], argmax) + 0.05
+
+
+def test_a_calibrated_multi_choice_label_decides_as_its_class_balanced_fit():
+    X, y = imbalanced(seed=1)
+    labels = [["rare"] if value == "rare" else [] for value in y]
+    calibrated = train(X[:300], labels[:300], kind="multi_choice", classes=["rare"])
+    plain = train(X[:300], labels[:300], kind="multi_choice", classes=["rare"], calibrate=False)
+    assert calibrated.calibrated
+    assert np.array_equal(predict(calibrated, X[300:]), predict(plain, X[300:]))
+    assert predict(calibrated, X[300:]).sum() > (predict_proba(calibrated, X[300:]) >= 0.5).sum()
+
+
+def test_models_saved_with_three_calibrated_folds_decide_by_their_mean():
+    """Models saved before a calibrated model kept its fit on every row hold one logistic
+    model per fold: their balanced probabilities are the folds' mean."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.model_selection import StratifiedKFold
+
+    X, y = imbalanced(seed=2)
+    folds = StratifiedKFold(n_splits=3, shuffle=True, random_state=0)
+    estimator = CalibratedClassifierCV(classifiers._logistic(0, 0.1), method="sigmoid", cv=folds)
+    estimator.fit(X[:300], y[:300])
+    model = classifiers.Model("choice", ["common", "rare"], [estimator], [], True, 300)
+    parts = [part.estimator.predict_proba(X[300:]) for part in estimator.calibrated_classifiers_]
+    assert np.allclose(balanced_proba(model, X[300:]), np.mean(parts, axis=0))
 
 
 def test_it_falls_back_to_raw_probabilities_when_a_class_is_rare():

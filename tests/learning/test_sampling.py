@@ -213,19 +213,6 @@ def test_the_replay_gives_badge_the_alfamix_batches_where_most_items_flip():
     assert alfamix[:20] == badge[:20] and alfamix != badge
 
 
-def test_the_replay_can_train_calibrated_models_as_the_product_does():
-    rng = np.random.default_rng(0)
-    X, truth = blobs(n_per=60, centres=6, dim=10, seed=2)
-    X = X + rng.normal(scale=2.0, size=X.shape).astype(np.float32)  # blobs that overlap
-    y = np.where(truth == 0, "rare", "common")  # one class in six: calibration shifts to it
-    groups = np.arange(y.size)
-    options = dict(strategy="badge_alfamix", seed=0, batch=10, budget=60, alfamix_after=20)
-    plain = simulate(X, y, groups, **options)
-    calibrated = simulate(X, y, groups, calibrate=True, **options)
-    assert calibrated.labels == plain.labels
-    assert calibrated.full_f1 != plain.full_f1 and calibrated.f1 != plain.f1
-
-
 def test_hybrid_batch_spreads_over_uncertain_regions_instead_of_near_duplicates():
     X, truth = blobs(n_per=20, centres=4, seed=3)
     scores = np.zeros(len(X))
