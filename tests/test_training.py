@@ -310,6 +310,25 @@ def test_a_run_writes_predictions_except_on_the_control_slice(labelled):
     assert right >= 0.9 * sum(not c for c in control.values())
 
 
+def test_a_suggestion_names_the_balanced_decision_with_the_calibrated_probabilities():
+    """The value follows the class-balanced probabilities, the percentages the calibrated ones,
+    even where the calibrated argmax is another class."""
+    import json
+
+    from labelling.learning import classifiers
+    from labelling.services.training import _predictions_json
+
+    model = classifiers.Model("choice", ["common", "rare"], [], [0.8, 0.2])
+    balanced = {"q": np.array([[0.3, 0.7], [0.9, 0.1]])}
+    calibrated = {"q": np.array([[0.62, 0.38], [0.97, 0.03]])}
+
+    rows = _predictions_json({"q": model}, balanced, calibrated, 2, np.array([False, False]))
+
+    first, second = (json.loads(row)["q"] for row in rows)
+    assert first == {"value": "rare", "probabilities": {"common": 0.62, "rare": 0.38}}
+    assert second == {"value": "common", "probabilities": {"common": 0.97, "rare": 0.03}}
+
+
 def test_raters_see_suggestions_only_when_the_project_turns_them_on(api, owner, rater, labelled):
     training_run_execute(run_id=training_run_request(project=labelled).pk)
     next_url = f"/api/v1/projects/{labelled.slug}/next/"

@@ -309,9 +309,8 @@ def _train(run: TrainingRun) -> None:
         # The queue reads the class-balanced model's probabilities, as the replay measured;
         # a suggestion shows the calibrated ones beside the balanced decision.
         probs[question.key] = classifiers.balanced_proba(model, X)
-        shown[question.key] = (
-            classifiers.predict_proba(model, X) if model.calibrated else probs[question.key]
-        )
+        # (Per label for multi_choice: one label may be calibrated and another not yet.)
+        shown[question.key] = classifiers.predict_proba(model, X)
         train_rows[question.key] = (np.flatnonzero(train_mask), train_y)
         if strategy != "random":
             # Hybrid mixes in density and clusters once, over the questions' mean entropy;
