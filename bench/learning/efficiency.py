@@ -71,6 +71,15 @@ against 85); BALD (mutual information of 8 bootstrapped models) as the third par
 picks' skew (k-means regions of the pool over those of the labelled items: bbq -8%, with random
 -11% under the same weights); badge instead of ALFA-Mix while labelled prompt-mates disagree
 (hh_pairs +39%, otherwise what the flip rule gives).
+Tried 2026-12-07 (night) on seeds 0-99 (this configuration; badge_alfamix there 106 34 85 68,
++27%) and dropped, experiments not kept in the code: ALFA-Mix's k-means with 1 centre per
+batch instead of 3 (115 35 89 70, +24%), 2 (truthfulqa 102, bbq 34, hh_pairs 70) or 5
+(truthfulqa 103, toldbr 86, hh_pairs 69); its centres served largest cluster first (104 35 79
+69, +28%: noise); no margin part, or margin from 300 labels (+27% both; truthfulqa 111, 110).
+Where the savings come from, on those seeds: the medians differ little (truthfulqa 90 against
+random's 105, bbq 30 and 30, toldbr 70 and 80, hh_pairs 60 and 80); the means differ mostly
+by random's long tails: seeds needing more than 200 labels add 73, 70 and 35 labels to
+random's means on truthfulqa, toldbr and hh_pairs, and 23, 13 and 6 to badge_alfamix's.
 
 The replay's models are uncalibrated (calibration's folds would triple its time). The
 product's are sigmoid-calibrated, but since 2026-12-07 (night) they decide, and their queue
