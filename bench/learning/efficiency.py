@@ -80,6 +80,11 @@ Where the savings come from, on those seeds: the medians differ little (truthful
 random's 105, bbq 30 and 30, toldbr 70 and 80, hh_pairs 60 and 80); the means differ mostly
 by random's long tails: seeds needing more than 200 labels add 73, 70 and 35 labels to
 random's means on truthfulqa, toldbr and hh_pairs, and 23, 13 and 6 to badge_alfamix's.
+badge_alfamix's own tails look like truthfulqa seed 72 (370 labels, random 70): its picks had
+random's class shares (41 and 42 "false" of 100), but the model trained on them stayed 0.03-0.06
+below random's from 40 to 300 labels (0.543 against 0.586 at 100): the picks teach the model
+less about the test set than random ones, not fewer of a class, so the next ingredient has to
+correct what the picks cover, which none of the switches above does.
 
 The replay's models are uncalibrated (calibration's folds would triple its time). The
 product's are sigmoid-calibrated, but since 2026-12-07 (night) they decide, and their queue
