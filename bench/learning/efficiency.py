@@ -84,9 +84,9 @@ badge_alfamix's own tails look like truthfulqa seed 72 (370 labels, random 70): 
 random's class shares (41 and 42 "false" of 100), but the model trained on them stayed 0.03-0.06
 below random's from 40 to 300 labels (0.543 against 0.586 at 100): the picks teach the model
 less about the test set than random ones, not fewer of a class, so the next ingredient has to
-correct what the picks cover, which none of the switches above does. A first try at that, ALFA-Mix's
-flips narrowed to the k-means regions (20, over reply vectors) holding a smaller share of the
-labels than of the pool, was worse: 117 34 94 71 (+23%) on seeds 0-99.
+correct what the picks cover, which none of the switches above does. A first try at that,
+ALFA-Mix's flips narrowed to the k-means regions (20, over reply vectors) holding a smaller
+share of the labels than of the pool, was worse: 117 34 94 71 (+23%) on seeds 0-99.
 
 The replay's models are uncalibrated (calibration's folds would triple its time). The
 product's are sigmoid-calibrated, but since 2026-12-07 (night) they decide, and their queue
