@@ -60,6 +60,22 @@ def labelled(project, owner, rater, monkeypatch):
     return project
 
 
+def run_model(project, run):
+    """A run's saved model of the topic question, with the project's item ids, the features
+    the model reads, each item's consensus (services.training._dataset's) and whether the
+    vectors are [prompt | reply] pairs."""
+    from django.conf import settings
+
+    from labelling.learning import classifiers
+    from labelling.learning.encoders import is_pair
+    from labelling.services.training import _dataset
+
+    model = classifiers.load(f"{settings.VAR_DIR}/models/{project.slug}/run{run.pk}-topic.joblib")
+    pks, X, consensus, encoder, *_ = _dataset(project)
+    pair = is_pair(encoder)
+    return model, pks, classifiers.model_inputs(X, pair=pair), consensus, pair
+
+
 def test_a_run_trains_reports_on_the_control_slice_and_reorders_the_queue(labelled):
     before = dict(Item.objects.values_list("pk", "priority"))
     run = training_run_request(project=labelled)
@@ -276,17 +292,9 @@ def test_a_run_writes_predictions_except_on_the_control_slice(labelled):
     run = training_run_execute(run_id=training_run_request(project=labelled).pk)
 
     assert run.status == RunStatus.SUCCEEDED, run.note
-    from django.conf import settings as django_settings
-
     from labelling.learning import classifiers
-    from labelling.learning.encoders import is_pair
-    from labelling.services.training import _dataset
 
-    model = classifiers.load(
-        f"{django_settings.VAR_DIR}/models/{labelled.slug}/run{run.pk}-topic.joblib"
-    )
-    pks, X, _, encoder, *_ = _dataset(labelled)
-    X = classifiers.model_inputs(X, pair=is_pair(encoder))
+    model, pks, X, *_ = run_model(labelled, run)
     # The value is the class-balanced decision, the probabilities the calibrated ones.
     decided = dict(zip(pks, classifiers.predict(model, X), strict=True))
     shown = dict(zip(pks, classifiers.predict_proba(model, X).tolist(), strict=True))
@@ -610,24 +618,16 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     # Which items flip, asked on the full features (no projection) of the run's model, which
     # decides as its uncalibrated fit (classifiers.predict), as the replay measures ALFA-Mix:
     # mixed halfway with a labelled class's mean, does its answer change?
-    from django.conf import settings as django_settings
-
     from labelling.learning import classifiers
-    from labelling.learning.encoders import is_pair
-    from labelling.services.training import _dataset
 
-    model = classifiers.load(
-        f"{django_settings.VAR_DIR}/models/{project.slug}/run{run.pk}-topic.joblib"
-    )
-    pks, X, consensus, encoder, *_ = _dataset(project)
-    X = classifiers.model_inputs(X, pair=is_pair(encoder))
+    model, pks, X, consensus, pair = run_model(project, run)
     labelled = [n for n, c in enumerate(consensus) if c and not control[pks[n]]]
     values = np.array([consensus[n]["topic"]["value"] for n in labelled], dtype=object)
     means = np.stack([X[labelled][values == c].mean(axis=0) for c in ("food", "code")])
     assert model.calibrated
     flipping = classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
     # Near copies of labelled replies ("FOOD ... 12" and "FOOD ... 14") wait, as in badge.
-    replies = classifiers.reply_part(X, pair=is_pair(encoder))
+    replies = classifiers.reply_part(X, pair=pair)
     copies = sampling.near_copies(replies, replies[[n for n, c in enumerate(consensus) if c]])
     external = dict(Item.objects.filter(hold="").values_list("pk", "external_id"))
     flips = {
@@ -688,11 +688,8 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     queue = [entry for entry in queue if entry[0] not in held]  # never served: placed last
     waiting = [external_id for external_id, ratings in queue if not ratings]
     assert [external_id for external_id, ratings in queue[: len(waiting)]] == waiting
-    model = classifiers.load(
-        f"{django_settings.VAR_DIR}/models/{project.slug}/run{run.pk}-topic.joblib"
-    )
-    pks, X, _, encoder, *_ = _dataset(project)
-    balanced = classifiers.balanced_proba(model, classifiers.model_inputs(X, pair=is_pair(encoder)))
+    model, pks, X, *_ = run_model(project, run)
+    balanced = classifiers.balanced_proba(model, X)
     external = dict(Item.objects.values_list("pk", "external_id"))
     top = {external[pk]: balanced[n].max() for n, pk in enumerate(pks)}
     assert [top[external_id] for external_id in waiting] == sorted(top[e] for e in waiting)
