@@ -89,6 +89,29 @@ less about the test set than random ones, not fewer of a class, so the next ingr
 correct what the picks cover, which none of the switches above does. A first try at that,
 ALFA-Mix's flips narrowed to the k-means regions (20, over reply vectors) holding a smaller
 share of the labels than of the pool, was worse: 117 34 94 71 (+23%) on seeds 0-99.
+Tried 2026-12-08 on seeds 0-99 (the same vectors: random 141 41 133 100 and badge_alfamix 106
+34 85 68 came out exactly as before) and dropped, experiments not kept in the code:
+- Retraining every 5 labels (batch 5, both orders, so both are scored every 5 labels): random
+  132 31 115 80, badge_alfamix 98 27 81 54 (+26% +12% +29% +32%, mean 25%). A finer grid gives
+  a noisy curve more chances to cross the target early, and random's curve is the noisier, so
+  it gains more; retrain_every stays 10.
+- The queue reading a model fitted at another C, the product's model (C=0.1) scored: C=0.3
+  88 44 97 63 (+24%), C=1 100 37 94 73 (+24%). Training and scoring at that C too (the
+  target still 95% of the C=0.1 full-data model): 0.3 85 44 97 68, random 120 38 126 104;
+  1 96 36 101 74; 0.05 100 39 95 62, random 157 41 159 101. truthfulqa and hh_pairs like a
+  sharper queue, bbq and toldbr (noisier labels near the boundary) do not; no C helps the
+  mean, and C=0.05's better ratio (30%) comes only from making random slower.
+- Self-training (each fit adds the 50 most confident pool items per predicted class as
+  pseudo-labels, half the labels' weight): random 218 35 441, badge_alfamix 160 30 284: the
+  pseudo-labels hold models below the target at a few hundred labels.
+Mean curves (seeds 0-39, share of the full-data macro-F1, and the share of seeds at or above
+95%) show where the saving is made: up to 50 labels the two orders are level (toldbr at 30
+labels 0.874 against random's 0.880, hh_pairs 0.888 and 0.894, truthfulqa 0.882 and 0.860, bbq
+0.949 and 0.953), after that the active order pulls ahead (at 190 labels toldbr 0.980 against
+0.950, 90% of seeds at the target against 53%; truthfulqa 0.980 against 0.955, 80% against
+53%). Random's curve hovers at the target from about 100 labels, so its first crossing is
+often luck; what remains to win is the first 50 labels, where no model is yet good enough to
+pick better than chance.
 
 The replay's models are uncalibrated (calibration's folds would triple its time). The
 product's are sigmoid-calibrated, but since 2026-12-07 (night) they decide, and their queue
@@ -231,8 +254,8 @@ against badge's -7%) but on seeds 50-99 gave bbq -36%, truthfulqa +10%, toldbr +
 +38% (mean 12%, against badge's 15% on the same seeds). Not adopted.
 
 Measured 2026-12-03 (morning), on a machine without bf16 (int8 vectors, cosine 0.993 to fp32),
-through the product's code (item_embedding_texts, encode_items, classifiers.model_inputs; toldbr now
-gets pair features too, with its constant prompt), 50 seeds, batch 10, all items, half as
+through the product's code (item_embedding_texts, encode_items, classifiers.model_inputs;
+toldbr now gets pair features too, with its constant prompt), 50 seeds, batch 10, all items, half as
 test set. Mean labels to 95% of full-data macro-F1 (saving against random):
 
     texts     strategy   truthfulqa   bbq         toldbr      hh_pairs    mean   worst
