@@ -255,8 +255,8 @@ against badge's -7%) but on seeds 50-99 gave bbq -36%, truthfulqa +10%, toldbr +
 
 Measured 2026-12-03 (morning), on a machine without bf16 (int8 vectors, cosine 0.993 to fp32),
 through the product's code (item_embedding_texts, encode_items, classifiers.model_inputs;
-toldbr now gets pair features too, with its constant prompt), 50 seeds, batch 10, all items, half as
-test set. Mean labels to 95% of full-data macro-F1 (saving against random):
+toldbr now gets pair features too, with its constant prompt), 50 seeds, batch 10, all items,
+half as test set. Mean labels to 95% of full-data macro-F1 (saving against random):
 
     texts     strategy   truthfulqa   bbq         toldbr      hh_pairs    mean   worst
     pair      random     167          60          109         107
