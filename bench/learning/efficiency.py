@@ -104,6 +104,11 @@ Tried 2026-12-08 on seeds 0-99 (the same vectors: random 141 41 133 100 and badg
 - Self-training (each fit adds the 50 most confident pool items per predicted class as
   pseudo-labels, half the labels' weight): random 218 35 441, badge_alfamix 160 30 284: the
   pseudo-labels hold models below the target at a few hundred labels.
+- The first 30 or 40 labels all from the cold start's k-means (the items nearest 30 or 40
+  centres, 10 per batch) instead of 10 and then badge: 104 45 77 64 (+23%) and 101 46 81 72
+  (+20%). toldbr gains, bbq loses: on seeds 0-19 at 30 labels the centres covered more
+  templates (20 groups against 15) but were 53% "biased" (random's picks 42%, badge's 45%)
+  and reached 0.932 of the full-data macro-F1 against badge's 0.955 and random's 0.947.
 Mean curves (seeds 0-39, share of the full-data macro-F1, and the share of seeds at or above
 95%) show where the saving is made: up to 50 labels the two orders are level (toldbr at 30
 labels 0.874 against random's 0.880, hh_pairs 0.888 and 0.894, truthfulqa 0.882 and 0.860, bbq
