@@ -109,14 +109,19 @@ Tried 2026-12-08 on seeds 0-99 (the same vectors: random 141 41 133 100 and badg
   (+20%). toldbr gains, bbq loses: on seeds 0-19 at 30 labels the centres covered more
   templates (20 groups against 15) but were 53% "biased" (random's picks 42%, badge's 45%)
   and reached 0.932 of the full-data macro-F1 against badge's 0.955 and random's 0.947.
+  Those centres served round-robin by predicted class (30 labels from 60 centres; seeds 0-19)
+  were no better on bbq: 0.921, 20% "counter_biased".
+- The first 40 labels at random (the cold start's batch too), then ALFA-Mix and margin as
+  now: 107 38 96 71 (+22%). The cold start and badge's picks are level with random ones at
+  30 labels (below) but leave the later parts better placed, toldbr most (85 against 96).
 Mean curves (seeds 0-39, share of the full-data macro-F1, and the share of seeds at or above
 95%) show where the saving is made: up to 50 labels the two orders are level (toldbr at 30
 labels 0.874 against random's 0.880, hh_pairs 0.888 and 0.894, truthfulqa 0.882 and 0.860, bbq
 0.949 and 0.953), after that the active order pulls ahead (at 190 labels toldbr 0.980 against
 0.950, 90% of seeds at the target against 53%; truthfulqa 0.980 against 0.955, 80% against
 53%). Random's curve hovers at the target from about 100 labels, so its first crossing is
-often luck; what remains to win is the first 50 labels, where no model is yet good enough to
-pick better than chance.
+often luck; what remains to win is the first 50 labels, where no order tried beats chance on
+the curve itself.
 
 The replay's models are uncalibrated (calibration's folds would triple its time). The
 product's are sigmoid-calibrated, but since 2026-12-07 (night) they decide, and their queue
