@@ -114,6 +114,11 @@ Tried 2026-12-08 on seeds 0-99 (the same vectors: random 141 41 133 100 and badg
 - The first 40 labels at random (the cold start's batch too), then ALFA-Mix and margin as
   now: 107 38 96 71 (+22%). The cold start and badge's picks are level with random ones at
   30 labels (below) but leave the later parts better placed, toldbr most (85 against 96).
+- Badge's density power 1 instead of 0.5 (it orders the first 40 labels and ALFA-Mix's
+  fallback batches): 105 36 79 64 (+28%) on seeds 0-99, then on fresh seeds 100-199 113 39
+  92 81 (+22%) against the default's 110 38 88 72 (+26%; random 160 37 136 119); 0.25: 111
+  32 90 69 (+27%, seeds 0-99). 0.5 stays. Over seeds 0-199 the default is 108 36 87 70
+  against random's 150 39 135 109 (+27%), as in the table above.
 Mean curves (seeds 0-39, share of the full-data macro-F1, and the share of seeds at or above
 95%) show where the saving is made: up to 50 labels the two orders are level (toldbr at 30
 labels 0.874 against random's 0.880, hh_pairs 0.888 and 0.894, truthfulqa 0.882 and 0.860, bbq
