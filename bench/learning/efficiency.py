@@ -102,8 +102,8 @@ Tried 2026-12-08 on seeds 0-99 (the same vectors: random 141 41 133 100 and badg
   sharper queue, bbq and toldbr (noisier labels near the boundary) do not; no C helps the
   mean, and C=0.05's better ratio (30%) comes only from making random slower.
 - Self-training (each fit adds the 50 most confident pool items per predicted class as
-  pseudo-labels, half the labels' weight): random 218 35 441, badge_alfamix 160 30 284: the
-  pseudo-labels hold models below the target at a few hundred labels.
+  pseudo-labels, half the labels' weight; hh_pairs not run): random 218 35 441, badge_alfamix
+  160 30 284: the pseudo-labels hold models below the target at a few hundred labels.
 - The first 30 or 40 labels all from the cold start's k-means (the items nearest 30 or 40
   centres, 10 per batch) instead of 10 and then badge: 104 45 77 64 (+23%) and 101 46 81 72
   (+20%). toldbr gains, bbq loses: on seeds 0-19 at 30 labels the centres covered more
