@@ -220,6 +220,11 @@ ANNOTATOR_IMPORT_MAX_ERRORS = env_int("ANNOTATOR_IMPORT_MAX_ERRORS", 100)
 # model saved to disk.
 ANNOTATOR_ENCODER = env_str("ANNOTATOR_ENCODER", "minilm")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from packages, never from a hub
+# How many directions of the items' vectors the classifiers and the queue read (the strongest,
+# found per project; 0: all of them). See labelling/learning/classifiers.FEATURE_DIMENSIONS.
+ANNOTATOR_FEATURE_DIMENSIONS = env_int("ANNOTATOR_FEATURE_DIMENSIONS", 128)
+if ANNOTATOR_FEATURE_DIMENSIONS < 0:
+    raise ImproperlyConfigured("ANNOTATOR_FEATURE_DIMENSIONS must be 0 (all) or more.")
 
 # Security headers -------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

@@ -62,8 +62,8 @@ def labelled(project, owner, rater, monkeypatch):
 
 def run_model(project, run):
     """A run's saved model of the topic question, with the project's item ids, the features
-    the model reads, each item's consensus (services.training._dataset's) and whether the
-    vectors are [prompt | reply] pairs."""
+    the model reads (reduced to the items' strongest directions), each item's consensus
+    (services.training._dataset's) and the replies' own vectors (for near copies)."""
     from django.conf import settings
 
     from labelling.learning import classifiers
@@ -72,8 +72,11 @@ def run_model(project, run):
 
     model = classifiers.load(f"{settings.VAR_DIR}/models/{project.slug}/run{run.pk}-topic.joblib")
     pks, X, consensus, encoder, *_ = _dataset(project)
-    pair = is_pair(encoder)
-    return model, pks, classifiers.model_inputs(X, pair=pair), consensus, pair
+    X = classifiers.model_inputs(X, pair=is_pair(encoder))
+    replies = classifiers.reply_part(X, pair=is_pair(encoder))
+    if model.projection is not None:  # the basis the run found, saved with the model
+        X = X @ model.projection
+    return model, pks, X, consensus, replies
 
 
 def test_a_run_trains_reports_on_the_control_slice_and_reorders_the_queue(labelled):
@@ -120,6 +123,40 @@ def test_a_run_over_unchanged_data_returns_early_and_says_so(labelled):
     second = training_run_execute(run_id=training_run_request(project=labelled).pk)
     assert second.status == RunStatus.SKIPPED
     assert f"since run {first.pk}" in second.note
+
+
+def test_models_read_the_items_strongest_directions_and_a_new_count_retrains(labelled, settings):
+    from labelling.learning import classifiers
+
+    settings.ANNOTATOR_FEATURE_DIMENSIONS = 8
+    run = training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    assert run.metrics["topic"]["control_macro_f1"] > 0.9
+    model, pks, X, *_ = run_model(labelled, run)
+    assert X.shape == (len(pks), 8)
+    assert classifiers._linear_parts(model.estimators[0])[0].coef_.shape == (1, 8)
+    # The saved basis is the one the run found from every item's features, labels unused.
+    from labelling.learning.encoders import is_pair
+    from labelling.services.training import _dataset
+
+    _, stored, _, encoder, *_ = _dataset(labelled)
+    features = classifiers.model_inputs(stored, pair=is_pair(encoder))
+    assert np.array_equal(model.projection, classifiers.projection(features, 8))
+    # Through it, the saved model decides every item as the run's stored predictions say.
+    decided = classifiers.predict(model, X)
+    items = dict(Item.objects.filter(project=labelled).values_list("pk", "predictions"))
+    stored_values = {pk: p["topic"]["value"] for pk, p in items.items() if p}
+    assert len(stored_values) > 40
+    assert all(decided[n] == stored_values[pk] for n, pk in enumerate(pks) if pk in stored_values)
+    # The features are part of the data: another count trains again, the same one does not.
+    settings.ANNOTATOR_FEATURE_DIMENSIONS = 16
+    again = training_run_execute(run_id=training_run_request(project=labelled).pk)
+    assert again.status == RunStatus.SUCCEEDED, again.note
+    model, *_ = run_model(labelled, again)
+    assert classifiers._linear_parts(model.estimators[0])[0].coef_.shape == (1, 16)
+    same = training_run_execute(run_id=training_run_request(project=labelled).pk)
+    assert same.status == RunStatus.SKIPPED
 
 
 def test_one_open_run_per_project(labelled):
@@ -621,14 +658,13 @@ def test_the_default_order_turns_from_badge_to_alfamix_to_margin(project, owner,
     # mixed halfway with a labelled class's mean, does its answer change?
     from labelling.learning import classifiers
 
-    model, pks, X, consensus, pair = run_model(project, run)
+    model, pks, X, consensus, replies = run_model(project, run)
     labelled = [n for n, c in enumerate(consensus) if c and not control[pks[n]]]
     values = np.array([consensus[n]["topic"]["value"] for n in labelled], dtype=object)
     means = np.stack([X[labelled][values == c].mean(axis=0) for c in ("food", "code")])
     assert model.calibrated
     flipping = classifiers.mixing_flips(model, X, means, sampling.ALFAMIX_ALPHA, reduce=False)
     # Near copies of labelled replies ("FOOD ... 12" and "FOOD ... 14") wait, as in badge.
-    replies = classifiers.reply_part(X, pair=pair)
     copies = sampling.near_copies(replies, replies[[n for n, c in enumerate(consensus) if c]])
     external = dict(Item.objects.filter(hold="").values_list("pk", "external_id"))
     flips = {

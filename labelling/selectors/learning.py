@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db.models import Min
 
 from labelling.models import Item, Project
@@ -27,7 +28,7 @@ def _sizes(n: int) -> list[int]:
 def learning_report(*, project: Project) -> dict[str, Any]:
     """Per choice question: macro-F1 on the control slice against the number of labels, for
     the order raters actually labelled in and for the same labels in random order."""
-    from labelling.learning.classifiers import model_inputs
+    from labelling.learning.classifiers import model_inputs, reduced
     from labelling.learning.encoders import from_bytes, is_pair
     from labelling.learning.sampling import control_slice
     from labelling.learning.simulate import labels_saved, replay
@@ -49,6 +50,9 @@ def learning_report(*, project: Project) -> dict[str, Any]:
     ids = [row[0] for row in rows]
     dim = len(rows[0][2]) // 4
     X = model_inputs(np.vstack([from_bytes(row[2], dim) for row in rows]), pair=is_pair(latest))
+    # On the strongest directions of these items' vectors, as a training run's models read
+    # the project's (labels unused, so the random order's replay is not favoured).
+    X = reduced(X, settings.ANNOTATOR_FEATURE_DIMENSIONS)
     control = control_slice(ids, project.control_share)
     for question in schema.parsed().questions:
         if question.type != "choice" or question.scope != "conversation":

@@ -257,6 +257,18 @@ def _train(run: TrainingRun) -> None:
     # Pairs become [p, r, p*r, |p−r|]: the models, badge's density and the cold start's
     # clusters all see the reply beside its prompt.
     X = classifiers.model_inputs(X, pair=is_pair(encoder))
+    strategy = project.learning_strategy
+    # A near copy of a labelled reply ("I have no comment.") is told by the replies' own
+    # vectors, taken before the projection below (badge's and ALFA-Mix's rule).
+    replies = None
+    if strategy in ("badge", "badge_alfamix"):
+        replies = np.ascontiguousarray(classifiers.reply_part(X, pair=is_pair(encoder)))
+    # Everything after reads the features on the items' strongest directions (see
+    # classifiers.FEATURE_DIMENSIONS): the models, and the queue's orders through them.
+    dimensions = settings.ANNOTATOR_FEATURE_DIMENSIONS
+    basis = classifiers.projection(X, dimensions)
+    if basis is not None:
+        X = X @ basis
     lap("load")
     labels: dict[str, list] = {}
     for question in questions:
@@ -273,7 +285,13 @@ def _train(run: TrainingRun) -> None:
         [
             *per_item,
             # Prompt hashes may arrive after the vectors (kept since migration 0011).
-            [project.learning_strategy, project.control_share, encoder, _digest(prompts)],
+            [
+                project.learning_strategy,
+                project.control_share,
+                encoder,
+                _digest(prompts),
+                dimensions,
+            ],
         ],
     )
     previous = project.training_runs.filter(status=RunStatus.SUCCEEDED).order_by("-pk").first()
@@ -283,7 +301,6 @@ def _train(run: TrainingRun) -> None:
             note=f"Nothing changed since run {previous.pk}.", finished_at=timezone.now(),
         )  # fmt: skip
         return
-    strategy = project.learning_strategy
     control = sampling.control_slice(ids, project.control_share)
     metrics: dict[str, dict] = {}
     uncertainty = np.zeros(len(ids))
@@ -305,6 +322,7 @@ def _train(run: TrainingRun) -> None:
             metrics[question.key] = {"trained": False, "labels": len(train_y)}
             continue
         model = classifiers.train(X[train_mask], train_y, kind=question.type, classes=classes)
+        model.projection = basis  # saved with it: what a new item's features go through
         models[question.key] = model
         # The queue reads the class-balanced model's probabilities, as the replay measured;
         # a suggestion shows the calibrated ones beside the balanced decision.
@@ -337,7 +355,6 @@ def _train(run: TrainingRun) -> None:
         labelled_mask = np.array([bool(c) for c in consensus], dtype=bool)
         to_label = ~control & ~held & ~labelled_mask
         # A near copy of a labelled reply ("I have no comment.") waits until last.
-        replies = classifiers.reply_part(X, pair=is_pair(encoder))
         known = np.flatnonzero(labelled_mask)[-sampling.NEAR_COPY_LABELLED :]
         # Once every trained question's model has seen enough labels for its classes' means to
         # say something, ALFA-Mix; once they know the pool, their own doubt.

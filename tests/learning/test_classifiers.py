@@ -183,6 +183,53 @@ def test_model_inputs_of_stored_pairs_are_the_pair_features():
     assert np.array_equal(model_inputs(stored, pair=False), stored.astype(np.float32))
 
 
+def low_rank(n=400, d=60, rank=5, noise=0.05, seed=0):
+    """Rows that vary mostly along ``rank`` directions (plus a little noise), a label on one."""
+    rng = np.random.default_rng(seed)
+    directions = np.linalg.qr(rng.normal(size=(d, rank)))[0].T * 3
+    weights = rng.normal(size=(n, rank))
+    X = weights @ directions + noise * rng.normal(size=(n, d))
+    return X.astype(np.float32), np.where(weights[:, 0] > 0, "a", "b"), directions
+
+
+def test_the_projection_keeps_the_directions_the_items_vary_along():
+    X, y, directions = low_rank()
+
+    basis = classifiers.projection(X, 5)
+
+    assert basis.shape == (60, 5) and basis.dtype == np.float32
+    assert np.allclose(basis.T @ basis, np.eye(5), atol=1e-5)  # orthonormal columns
+    # Each strong direction lies in the basis' span, and projecting loses only the noise.
+    kept = np.linalg.norm(directions @ basis, axis=1) / np.linalg.norm(directions, axis=1)
+    assert kept.min() > 0.99
+    Z = classifiers.reduced(X, 5)
+    assert Z.shape == (400, 5)
+    assert np.linalg.norm(X - Z @ basis.T) / np.linalg.norm(X) < 0.1  # 5 of 60 columns
+    # A model on the five columns learns what one on all sixty does.
+    model = train(Z[:300], y[:300], classes=["a", "b"], calibrate=False)
+    assert macro_f1(y[300:], predict(model, Z[300:])) > 0.95
+
+
+def test_the_projection_is_found_from_a_sample_of_a_big_pool_and_is_repeatable():
+    X, _, directions = low_rank(n=3000)
+
+    basis = classifiers.projection(X, 5, sample=500)
+
+    assert np.array_equal(basis, classifiers.projection(X, 5, sample=500))
+    kept = np.linalg.norm(directions @ basis, axis=1) / np.linalg.norm(directions, axis=1)
+    assert kept.min() > 0.99
+
+
+@pytest.mark.parametrize(("rows", "columns", "dimensions"), [(50, 60, 0), (50, 8, 8), (8, 60, 8)])
+def test_nothing_is_projected_when_nothing_would_be_lost_or_it_is_turned_off(
+    rows, columns, dimensions
+):
+    X = np.random.default_rng(0).normal(size=(rows, columns)).astype(np.float32)
+
+    assert classifiers.projection(X, dimensions) is None
+    assert np.array_equal(classifiers.reduced(X, dimensions), X)
+
+
 def test_save_and_load_round_trip(tmp_path):
     X, y = separable(n=60)
     model = train(X, y)
