@@ -149,6 +149,8 @@ def test_models_read_the_items_strongest_directions_and_a_new_count_retrains(lab
     stored_values = {pk: p["topic"]["value"] for pk, p in items.items() if p}
     assert len(stored_values) > 40
     assert all(decided[n] == stored_values[pk] for n, pk in enumerate(pks) if pk in stored_values)
+    # Given the full features of an item, the saved model projects them itself.
+    assert np.array_equal(classifiers.predict(model, features), decided)
     # The features are part of the data: another count trains again, the same one does not.
     settings.ANNOTATOR_FEATURE_DIMENSIONS = 16
     again = training_run_execute(run_id=training_run_request(project=labelled).pk)
@@ -157,6 +159,44 @@ def test_models_read_the_items_strongest_directions_and_a_new_count_retrains(lab
     assert classifiers._linear_parts(model.estimators[0])[0].coef_.shape == (1, 16)
     same = training_run_execute(run_id=training_run_request(project=labelled).pk)
     assert same.status == RunStatus.SKIPPED
+
+
+def test_a_project_keeps_the_models_of_its_newest_three_runs(labelled):
+    from labelling.selectors.learning import model_dir
+
+    runs = []
+    for n in range(4):
+        item = Item.objects.filter(project=labelled, ratings=0).order_by("pk")[n]
+        item.consensus = {"topic": {"value": "food"}}
+        item.ratings = 1
+        item.save(update_fields=["consensus", "ratings"])
+        runs.append(training_run_execute(run_id=training_run_request(project=labelled).pk))
+
+    assert all(run.status == RunStatus.SUCCEEDED for run in runs)
+    saved = sorted(path.name for path in model_dir(project=labelled).glob("*.joblib"))
+    assert saved == sorted(f"run{run.pk}-topic.joblib" for run in runs[1:])
+
+
+def test_the_learning_report_reads_the_directions_the_last_run_found(
+    api, owner, labelled, settings, monkeypatch
+):
+    from labelling.learning import classifiers
+
+    settings.ANNOTATOR_FEATURE_DIMENSIONS = 8
+    found = []
+    monkeypatch.setattr(
+        classifiers, "reduced", lambda X, dimensions: found.append(X.shape) or X[:, :dimensions]
+    )
+    url = f"/api/v1/projects/{labelled.slug}/learning-report/"
+    assert api(owner).get(url).json()["questions"]["topic"]["curves"]
+    assert found  # before any run: these items' own directions
+    found.clear()
+    training_run_execute(run_id=training_run_request(project=labelled).pk)
+
+    curves = api(owner).get(url).json()["questions"]["topic"]["curves"]
+
+    assert found == []  # the run's saved basis instead
+    assert curves["queue"][-1] > 0.9
 
 
 def test_one_open_run_per_project(labelled):

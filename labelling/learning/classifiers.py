@@ -41,7 +41,7 @@ class Model:
     calibrated: bool = False
     n_train: int = 0
     # The features x k basis the rows it reads were projected on (projection()), kept so a
-    # saved model can read new items' features; None: the features as they are.
+    # saved model can read new items' full features (read_as); None: read as they are.
     projection: np.ndarray | None = None
 
 
@@ -256,6 +256,16 @@ def predict_proba(model: Model, X: np.ndarray) -> np.ndarray:
     return _probabilities(model, X, balanced=False)
 
 
+def read_as(model: Model, X: np.ndarray) -> np.ndarray:
+    """X as the model reads it: rows of the full features (as wide as the model's saved
+    projection) go through that projection; rows already projected pass as they are."""
+    X = np.asarray(X, dtype=np.float32)
+    basis = getattr(model, "projection", None)  # models saved before it have none
+    if basis is not None and X.ndim == 2 and X.shape[1] == basis.shape[0]:
+        return X @ basis
+    return X
+
+
 def balanced_proba(model: Model, X: np.ndarray) -> np.ndarray:
     """The class-balanced logistic model's own probabilities (a calibrated model's
     uncalibrated fit), in predict_proba's layout: what predict() decides by and what the
@@ -269,7 +279,7 @@ def balanced_proba(model: Model, X: np.ndarray) -> np.ndarray:
 
 
 def _probabilities(model: Model, X: np.ndarray, *, balanced: bool) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
+    X = read_as(model, X)
     n = X.shape[0]
     if model.kind == "multi_choice":
         out = np.empty((n, len(model.classes)))
@@ -335,8 +345,8 @@ def mixing_flips(
     reads the projections): the same answers (up to float32 rounding, ~1e-7 of a decision
     value), and at 100k items x 1,536 features 1.7 s instead of 12.3 s for two questions'
     nine class means (a run's scoring: 12.7 -> 4.3 s, bench/learning/rescore.py)."""
-    X = np.asarray(X, dtype=np.float32)
-    anchors = np.asarray(anchors, dtype=np.float32)
+    X = read_as(model, X)
+    anchors = read_as(model, anchors)
     if reduce:
         basis = _coefficient_basis(model, X.shape[1])
         if basis is not None:

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.db.models import Min
 
-from labelling.models import Item, Project
+from labelling.models import Item, Project, RunStatus
 from labelling.selectors.embeddings import embedding_encoder_latest
 from labelling.selectors.projects import schema_current
 
 MIN_TRAIN = 10
 MIN_CONTROL = 5
 MAX_TRAIN = 2000  # the replay trains a model per point; beyond this it is a batch job
+
+
+def model_dir(*, project: Project) -> Path:
+    """Where a project's training runs save their models (run<pk>-<question key>.joblib)."""
+    return Path(settings.VAR_DIR) / "models" / project.slug
+
+
+def model_latest(*, project: Project) -> Any | None:
+    """One model of the project's latest succeeded run (classifiers.Model), or None."""
+    from labelling.learning import classifiers
+
+    run = project.training_runs.filter(status=RunStatus.SUCCEEDED).order_by("-pk").first()
+    if run is None:
+        return None
+    for path in sorted(model_dir(project=project).glob(f"run{run.pk}-*.joblib")):
+        model = classifiers.load(path)
+        if model is not None:
+            return model
+    return None
 
 
 def _sizes(n: int) -> list[int]:
@@ -50,9 +70,15 @@ def learning_report(*, project: Project) -> dict[str, Any]:
     ids = [row[0] for row in rows]
     dim = len(rows[0][2]) // 4
     X = model_inputs(np.vstack([from_bytes(row[2], dim) for row in rows]), pair=is_pair(latest))
-    # On the strongest directions of these items' vectors, as a training run's models read
-    # the project's (labels unused, so the random order's replay is not favoured).
-    X = reduced(X, settings.ANNOTATOR_FEATURE_DIMENSIONS)
+    # On the directions the latest run's models read (found from all the project's items);
+    # before any run, on these items' own strongest directions. Labels unused either way, so
+    # neither order's replay is favoured.
+    model = model_latest(project=project)
+    basis = None if model is None else model.projection
+    if basis is not None and basis.shape[0] == X.shape[1]:
+        X = X @ basis
+    elif model is None:
+        X = reduced(X, settings.ANNOTATOR_FEATURE_DIMENSIONS)
     control = control_slice(ids, project.control_share)
     for question in schema.parsed().questions:
         if question.type != "choice" or question.scope != "conversation":

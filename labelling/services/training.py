@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -22,6 +21,7 @@ from django.utils import timezone
 from labelling import db
 from labelling.models import Annotation, Item, Project, RunStatus, TrainingRun
 from labelling.selectors.embeddings import embedding_encoder_latest
+from labelling.selectors.learning import model_dir
 from labelling.selectors.projects import schema_current
 from labelling.services.runs import run_execute, run_request
 
@@ -433,10 +433,10 @@ def _train(run: TrainingRun) -> None:
     priority[control] = rng.random(int(control.sum()))
     lap("score")
     predictions = _predictions_json(models, probs, shown, len(ids), control)
-    model_dir = Path(settings.VAR_DIR) / "models" / project.slug
-    model_dir.mkdir(parents=True, exist_ok=True)
+    directory = model_dir(project=project)
+    directory.mkdir(parents=True, exist_ok=True)
     for key, model in models.items():
-        classifiers.save(model, model_dir / f"run{run.pk}-{key}.joblib")
+        classifiers.save(model, directory / f"run{run.pk}-{key}.joblib")
     lap("predictions")
     with transaction.atomic():
         _write_scores(ids, priority, predictions)
@@ -458,3 +458,21 @@ def _train(run: TrainingRun) -> None:
                  f"reordered {len(ids)} item(s) ({order} order).",
             finished_at=timezone.now(),
         )  # fmt: skip
+    _prune_models(project)
+
+
+KEEP_MODELS_OF_RUNS = 3  # succeeded runs whose saved models stay on disk, the newest
+
+
+def _prune_models(project: Project) -> None:
+    """Delete the saved models of all but the newest KEEP_MODELS_OF_RUNS succeeded runs (and
+    of runs that never succeeded): a run every 10 labels would otherwise pile them up."""
+    keep = set(
+        project.training_runs.filter(status=RunStatus.SUCCEEDED)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[:KEEP_MODELS_OF_RUNS]
+    )
+    for path in model_dir(project=project).glob("run*-*.joblib"):
+        number = path.name[3:].split("-", 1)[0]
+        if number.isdigit() and int(number) not in keep:
+            path.unlink(missing_ok=True)
