@@ -161,6 +161,76 @@ def test_models_read_the_items_strongest_directions_and_a_new_count_retrains(lab
     assert same.status == RunStatus.SKIPPED
 
 
+MIXED_SCHEMA = {
+    "questions": [
+        *SCHEMA["questions"],
+        {"key": "tags", "type": "multi_choice", "title": "Tags",
+         "options": [{"value": "fast", "label": "Fast"}, {"value": "cheap", "label": "Cheap"}]},
+        {"key": "quality", "type": "rating", "title": "Quality", "scale": 5},
+    ]
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("strategy", "part"),
+    [
+        ("badge_alfamix", "model"),  # BADGE first
+        ("badge_alfamix", "ALFA-Mix"),
+        ("badge_alfamix", "smallest margin"),
+        ("badge", "model"),
+        ("hybrid", "model"),
+        ("entropy", "model"),
+        ("random", "random"),
+    ],
+)
+def test_every_order_trains_every_question_type_on_the_projected_features(
+    project, owner, settings, monkeypatch, strategy, part
+):
+    from labelling.learning import classifiers, sampling
+
+    if part == "ALFA-Mix":
+        monkeypatch.setattr(sampling, "ALFAMIX_AFTER", 20)
+        monkeypatch.setattr(sampling, "ALFAMIX_MOST_FLIPS", 1.0)  # never BADGE's batch
+    if part == "smallest margin":
+        monkeypatch.setattr(sampling, "ALFAMIX_AFTER", 10)
+        monkeypatch.setattr(sampling, "MARGIN_AFTER", 20)
+    settings.ANNOTATOR_FEATURE_DIMENSIONS = 8
+    schema_publish(project=project, definition=MIXED_SCHEMA, created_by=owner)
+    project_update(project=project, overlap=1, control_share=0.2, learning_strategy=strategy)
+    rows = [chat(f"i{n}", user=f"question {n}", reply=(FOOD if n % 2 else CODE) + f" {n}")
+            for n in range(60)]  # fmt: skip
+    items_import(project=project, stream=jsonl(*rows), fmt="jsonl")
+    items_embed(project=project, encoder=HashingEncoder())
+    for n, item in enumerate(Item.objects.filter(project=project).order_by("pk")[:45]):
+        food = FOOD in item.messages[1]["content"]
+        item.consensus = {
+            "topic": {"value": "food" if food else "code"},
+            "tags": {"value": ["fast"] if food else (["cheap"] if n % 3 else [])},
+            "quality": {"value": 4 if food else 1 + n % 3},
+        }
+        item.ratings = 1
+        item.save(update_fields=["consensus", "ratings"])
+
+    run = training_run_execute(run_id=training_run_request(project=project).pk)
+
+    assert run.status == RunStatus.SUCCEEDED, run.note
+    assert part in run.timings["order"]
+    assert {key for key, entry in run.metrics.items() if entry["trained"]} == {
+        "topic", "tags", "quality"
+    }  # fmt: skip
+    assert run.metrics["topic"]["control_macro_f1"] > 0.9
+    assert 0 <= run.metrics["tags"]["control_macro_f1"] <= 1  # macro over the labels
+    priorities = Item.objects.filter(project=project, ratings=0).values_list("priority", flat=True)
+    assert len(set(priorities)) > 5  # an order over the items still to label
+    for key in ("topic", "tags", "quality"):
+        model = classifiers.load(
+            f"{settings.VAR_DIR}/models/{project.slug}/run{run.pk}-{key}.joblib"
+        )
+        assert model.projection.shape[1] == 8
+        full = np.ones((2, model.projection.shape[0]), dtype=np.float32)
+        assert classifiers.predict_proba(model, full).shape == (2, len(model.classes))
+
+
 def test_a_project_keeps_the_models_of_its_newest_three_runs(labelled):
     from labelling.selectors.learning import model_dir
 

@@ -233,6 +233,12 @@ def train(
     return Model(kind, classes, [estimator], [], calibrated, X.shape[0])
 
 
+def indicator(values: Sequence[Sequence[Any]], classes: Sequence[Any]) -> np.ndarray:
+    """The n x k 0/1 matrix of multi_choice answers (lists of chosen labels), columns in
+    ``classes`` order: what predict() answers for a multi_choice model."""
+    return _indicator(list(values), classes)[0]
+
+
 def _indicator(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, list[Any]]:
     if isinstance(y, np.ndarray) and y.ndim == 2:
         labels = list(classes) if classes is not None else list(range(y.shape[1]))
@@ -442,6 +448,13 @@ def macro_f1(y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndar
 
     y_true = np.asarray(y_true)
     y_pred = np.asarray(y_pred)
+    if y_true.ndim == 2:
+        # Labels nobody chose and the model never predicts are left out, as absent classes
+        # are for one choice (scikit-learn would count each as an F1 of 0).
+        present = (y_true > 0).any(axis=0) | (y_pred > 0).any(axis=0)
+        if not present.any():
+            return 1.0  # nothing chosen, nothing predicted: every answer right
+        y_true, y_pred = y_true[:, present], y_pred[:, present]
     if y_true.ndim == 1 and object in (y_true.dtype, y_pred.dtype):
         # predict() returns objects: compare as text so ints (ratings) match ints.
         y_true, y_pred = y_true.astype(str), y_pred.astype(str)

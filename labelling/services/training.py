@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 MIN_LABELS = 10  # per question, before a classifier is worth training
 DEFAULT_BATCH = 10  # the cold start's and badge's batch when a project retrains only on demand
 MIN_CONTROL = 5  # labelled control items needed to report a score
-TRAINED_TYPES = ("choice", "rating")
+TRAINED_TYPES = ("choice", "multi_choice", "rating")
 # The submit path asks for a check on every CHECK_EVERY-th annotation (by id): no query and
 # no broker message on the other submits, and a run still starts within a few labels of K.
 CHECK_EVERY = 10
@@ -93,6 +93,25 @@ def _cluster_count(items: int) -> int:
     return max(2, min(50, int(np.sqrt(items / 10))))
 
 
+def _varies(kind: str, values: list, classes: list) -> bool:
+    """Whether the labels give a model something to tell apart: two classes seen, or for a
+    multi_choice question some label both chosen and not chosen."""
+    from labelling.learning import classifiers
+
+    if kind != "multi_choice":
+        return len(set(values)) >= 2
+    chosen = classifiers.indicator(values, classes).sum(axis=0)
+    return bool(((chosen > 0) & (chosen < len(values))).any())
+
+
+def _softmaxes(model, probs: np.ndarray) -> list[np.ndarray]:
+    """A question's probabilities as softmax matrices: its own, or one [no, yes] matrix per
+    label of a multi_choice question."""
+    if model.kind != "multi_choice":
+        return [probs]
+    return [np.column_stack([1.0 - probs[:, j], probs[:, j]]) for j in range(probs.shape[1])]
+
+
 def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
     """One probability matrix per softmax: a choice or rating question's own, and one binary
     column per label of a multi_choice question (each label is its own logistic model)."""
@@ -109,7 +128,8 @@ def _alfamix_flips(models: dict, X: np.ndarray, train: dict, asked: np.ndarray) 
     """Whether some question's model changes its answer for each ``asked`` item (a mask: the
     items still to label; the others never flip) when the item's features are mixed halfway
     with the mean features of a class among that question's training rows (``train``: key ->
-    (rows, labels)): the candidates ALFA-Mix spreads by k-means.
+    (rows, labels); a multi_choice question's: of each label's rows and of the rows with none):
+    the candidates ALFA-Mix spreads by k-means.
 
     A calibrated model answers here as its class-balanced fit decides (classifiers.predict),
     as the replay measured ALFA-Mix (learning/simulate.py): a calibrated argmax leans to the
@@ -121,10 +141,14 @@ def _alfamix_flips(models: dict, X: np.ndarray, train: dict, asked: np.ndarray) 
     where = np.flatnonzero(asked)
     for key, model in models.items():
         rows, values = train[key]
-        values = np.asarray(values, dtype=object)
-        means = np.stack(
-            [X[rows[values == c]].mean(axis=0) for c in model.classes if (values == c).any()]
-        )
+        if model.kind == "multi_choice":
+            # A mean per label (of the rows that chose it) and one of the rows that chose none.
+            chosen = classifiers.indicator(values, model.classes).astype(bool)
+            groups = [*chosen.T, ~chosen.any(axis=1)]
+        else:
+            values = np.asarray(values, dtype=object)
+            groups = [values == c for c in model.classes]
+        means = np.stack([X[rows[group]].mean(axis=0) for group in groups if group.any()])
         flips[where] |= classifiers.mixing_flips(model, X[where], means, sampling.ALFAMIX_ALPHA)
     return flips
 
@@ -318,7 +342,7 @@ def _train(run: TrainingRun) -> None:
             else list(question.option_values)
         )  # fmt: skip
         train_y = [y[i] for i in np.flatnonzero(train_mask)]
-        if len(train_y) < MIN_LABELS or len(set(train_y)) < 2:
+        if len(train_y) < MIN_LABELS or not _varies(question.type, train_y, classes):
             metrics[question.key] = {"trained": False, "labels": len(train_y)}
             continue
         model = classifiers.train(X[train_mask], train_y, kind=question.type, classes=classes)
@@ -334,15 +358,24 @@ def _train(run: TrainingRun) -> None:
             # Hybrid mixes in density and clusters once, over the questions' mean entropy;
             # badge orders by the probabilities themselves (below) and ignores this sum.
             per_question = strategy if strategy in sampling.UNCERTAINTY else "entropy"
-            uncertainty += sampling.priorities(probs[question.key], strategy=per_question)
+            # A multi_choice question's labels are yes/no questions of their own: the mean
+            # of their uncertainties.
+            uncertainty += np.mean(
+                [
+                    sampling.priorities(column, strategy=per_question)
+                    for column in _softmaxes(model, probs[question.key])
+                ],
+                axis=0,
+            )
         trained += 1
         entry = {"trained": True, "labels": len(train_y)}
         test = known & control
         if test.sum() >= MIN_CONTROL:
             predicted = classifiers.predict(model, X[test])
-            entry["control_macro_f1"] = round(
-                classifiers.macro_f1([y[i] for i in np.flatnonzero(test)], predicted), 4
-            )
+            truth = [y[i] for i in np.flatnonzero(test)]
+            if question.type == "multi_choice":  # macro over the labels, each a yes/no
+                truth = classifiers.indicator(truth, classes)
+            entry["control_macro_f1"] = round(classifiers.macro_f1(truth, predicted), 4)
             entry["control_items"] = int(test.sum())
         metrics[question.key] = entry
     lap("train")

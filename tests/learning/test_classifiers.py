@@ -279,6 +279,18 @@ def test_macro_f1_averages_classes_equally():
     assert macro_f1(["a", "a", "b"], ["a", "b", "b"]) == pytest.approx(2 / 3)
 
 
+def test_multi_label_macro_f1_leaves_out_labels_nobody_chose_or_predicted():
+    truth = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    # Label 0: P=2/3, R=1, F=0.8; label 1: never predicted, F=0; label 2 (never chosen, never
+    # predicted): left out.
+    predicted = np.array([[1, 0, 0], [1, 0, 0], [1, 0, 0]])
+    assert macro_f1(truth, predicted) == pytest.approx((0.8 + 0) / 2)
+    assert macro_f1(truth, truth) == 1.0
+    # A label predicted but never chosen counts against the model.
+    assert macro_f1(truth, np.hstack([truth[:, :2], np.ones((3, 1))])) == pytest.approx(2 / 3)
+    assert macro_f1(np.zeros((2, 3)), np.zeros((2, 3))) == 1.0
+
+
 def test_data_hash_is_stable_order_insensitive_and_label_sensitive():
     ids = [3, 1, 2]
     labels = ["yes", "no", {"x": 1}]
