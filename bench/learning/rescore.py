@@ -14,6 +14,14 @@ On PostgreSQL the run uses its own database, `<name of DATABASE_URL's database>_
 dropped and created afresh. Goal (DESIGN.md): train + rescore 100k embedded items <= 20 s on
 2 cores. The machine is shared, so the load average is printed with the table.
 
+Measured 2026-12-08, PostgreSQL, 100k items, --pair, 1,000 labelled, one run each, load average
+~1, the models reading the features on the items' 128 strongest directions (the default,
+ANNOTATOR_FEATURE_DIMENSIONS): cold start 9.3 s (load 6.8, score 0.4), badge 9.2 s (load 5.8,
+train 0.6, score 0.2), badge_alfamix (its margin part) 9.2 s, entropy 8.8 s. Finding the
+directions (truncated SVD of a 20,000-row sample, 1.7 s) and projecting add about 3 s to the
+load; k-means in 128 dimensions takes the cold start's scoring from 6.8 to 0.4 s. With
+ANNOTATOR_FEATURE_DIMENSIONS=0 in the same hour: 12.0, 6.8, 6.6 and 5.9 s.
+
 Measured 2026-12-07 (evening), PostgreSQL, 100k items, --pair, 100 labelled, load average ~1:
 badge_alfamix 12.7 s (load 3.7, train 2.7, score 3.0, predictions 0.6, write 2.7) where most
 items flip and its flip rule gives the batch to badge (the last column names the part run);
