@@ -454,7 +454,13 @@ def macro_f1(y_true: Sequence[Any] | np.ndarray, y_pred: Sequence[Any] | np.ndar
         present = (y_true > 0).any(axis=0) | (y_pred > 0).any(axis=0)
         if not present.any():
             return 1.0  # nothing chosen, nothing predicted: every answer right
-        y_true, y_pred = y_true[:, present], y_pred[:, present]
+        # Label by label: one column alone would be read as a binary problem and its
+        # "not chosen" class averaged in.
+        scores = [
+            f1_score(y_true[:, j] > 0, y_pred[:, j] > 0, zero_division=0)
+            for j in np.flatnonzero(present)
+        ]
+        return float(np.mean(scores))
     if y_true.ndim == 1 and object in (y_true.dtype, y_pred.dtype):
         # predict() returns objects: compare as text so ints (ratings) match ints.
         y_true, y_pred = y_true.astype(str), y_pred.astype(str)

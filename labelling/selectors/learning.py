@@ -71,13 +71,13 @@ def learning_report(*, project: Project) -> dict[str, Any]:
     dim = len(rows[0][2]) // 4
     X = model_inputs(np.vstack([from_bytes(row[2], dim) for row in rows]), pair=is_pair(latest))
     # On the directions the latest run's models read (found from all the project's items);
-    # before any run, on these items' own strongest directions. Labels unused either way, so
+    # without them, on these items' own strongest directions. Labels unused either way, so
     # neither order's replay is favoured.
     model = model_latest(project=project)
     basis = None if model is None else model.projection
     if basis is not None and basis.shape[0] == X.shape[1]:
         X = X @ basis
-    elif model is None:
+    else:  # no run yet, one on too few items to reduce, or vectors of another encoder since
         X = reduced(X, settings.ANNOTATOR_FEATURE_DIMENSIONS)
     control = control_slice(ids, project.control_share)
     for question in schema.parsed().questions:

@@ -93,6 +93,29 @@ def _cluster_count(items: int) -> int:
     return max(2, min(50, int(np.sqrt(items / 10))))
 
 
+def _label(question, value):
+    """A consensus value as the question asks it now (a rating as an integer, a multi_choice
+    answer as its known options in schema order); None for one the current schema cannot
+    read, left by an earlier version (an option since removed, another question type)."""
+    if value is None:
+        return None
+    if question.type == "rating":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        value = int(round(value))
+        return value if 1 <= value <= question.scale else None
+    if question.type == "multi_choice":
+        if not isinstance(value, list):
+            return None
+        return [option for option in question.option_values if option in value]
+    return value if value in question.option_values else None
+
+
+def _hashable(values: list) -> list:
+    """multi_choice answers (lists) as text, so answers compare and count as wholes."""
+    return [json.dumps(v) if isinstance(v, list) else v for v in values]
+
+
 def _varies(kind: str, values: list, classes: list) -> bool:
     """Whether the labels give a model something to tell apart: two classes seen, or for a
     multi_choice question some label both chosen and not chosen."""
@@ -193,7 +216,8 @@ def _predictions_json(
     """The JSON of each item's predictions {question: {"value", "probabilities"}}; "{}" for
     control items, whose labels measure the model and so must not be anchored by it. The value
     is the argmax of ``decide_by`` (the class-balanced model's probabilities, as
-    classifiers.predict decides), the probabilities ``shown``'s (calibrated): a suggestion may
+    classifiers.predict decides; for multi_choice, the list of options at 0.5 or more), the
+    probabilities ``shown``'s (calibrated): a suggestion may
     name a class less likely than another but far more likely than its share of the labels.
 
     Formatted from a template per question: a dict and json.dumps per item took 6x longer at
@@ -206,11 +230,19 @@ def _predictions_json(
         names = [json.dumps(str(c)) for c in model.classes]
         head = json.dumps(key) + ':{"value":'
         template = ',"probabilities":{{' + ",".join(f"{name}:{{}}" for name in names) + "}}}}"
-        best = np.asarray(decide_by[key]).argmax(axis=1).tolist()
+        if model.kind == "multi_choice":
+            # The options the model would choose (each label's balanced probability >= 0.5).
+            chosen = (np.asarray(decide_by[key]) >= 0.5).tolist()
+            decided = [
+                json.dumps([c for c, on in zip(model.classes, row, strict=True) if on])
+                for row in chosen
+            ]
+        else:
+            decided = [values[b] for b in np.asarray(decide_by[key]).argmax(axis=1).tolist()]
         columns.append(
             [
-                head + values[b] + template.format(*row)
-                for b, row in zip(best, p.tolist(), strict=True)
+                head + value + template.format(*row)
+                for value, row in zip(decided, p.tolist(), strict=True)
             ]
         )
     rows = (
@@ -296,10 +328,9 @@ def _train(run: TrainingRun) -> None:
     lap("load")
     labels: dict[str, list] = {}
     for question in questions:
-        values = [(c.get(question.key) or {}).get("value") for c in consensus]
-        if question.type == "rating":
-            values = [None if v is None else int(round(v)) for v in values]
-        labels[question.key] = values
+        labels[question.key] = [
+            _label(question, (c.get(question.key) or {}).get("value")) for c in consensus
+        ]
     labelled = sum(1 for c in consensus if c)
     per_item = [[labels[key][i] for key in sorted(labels)] for i in range(len(ids))]
     # The strategy, the control share and the vectors' encoder (which changes with the
@@ -415,7 +446,8 @@ def _train(run: TrainingRun) -> None:
             # in the replay).
             head = 3 * batch
             priority = sampling.alfamix_priorities(
-                list(probs.values()), flips, X, centres=head, seed=run.pk, candidates=to_label,
+                _badge_inputs(models, probs), flips, X, centres=head, seed=run.pk,
+                candidates=to_label,
                 replies=replies, labelled_replies=replies[known],
             )  # fmt: skip
         else:
@@ -431,7 +463,7 @@ def _train(run: TrainingRun) -> None:
         groups = sampling.sibling_groups(prompts)
         if (groups >= 0).any():
             order = np.argsort(-priority, kind="stable")
-            if sampling.siblings_disagree(groups, list(labels.values())):
+            if sampling.siblings_disagree(groups, [_hashable(v) for v in labels.values()]):
                 # Where labels differ between replies to one prompt more than between any two
                 # items (preference pairs), each of the first picks is followed by a
                 # prompt-mate still to label: side by side they show what tells replies apart.
@@ -508,4 +540,7 @@ def _prune_models(project: Project) -> None:
     for path in model_dir(project=project).glob("run*-*.joblib"):
         number = path.name[3:].split("-", 1)[0]
         if number.isdigit() and int(number) not in keep:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # the run has succeeded; a stale file must not undo it
+                log.warning("could not delete the old model %s: %s", path, error)

@@ -370,6 +370,15 @@
     const all = state.lease.suggestions;
     const guess = !slot.turn && all && all[q.key];
     if (!guess || guess.value === undefined || guess.value === null) return "";
+    if (Array.isArray(guess.value)) {
+      // A multi-choice guess: the options the model would choose; nothing shown for none.
+      if (!guess.value.length) return "";
+      const names = guess.value.map((value) => {
+        const option = (q.options || []).find((o) => String(o.value) === String(value));
+        return option ? option.label || String(option.value) : String(value);
+      });
+      return interpolate(gettext("Model suggests: %s"), [names.join(", ")]);
+    }
     const option = (q.options || []).find((o) => String(o.value) === String(guess.value));
     const label = option ? option.label || String(option.value) : String(guess.value);
     const p = guess.probabilities && guess.probabilities[String(guess.value)];
