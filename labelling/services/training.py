@@ -128,23 +128,17 @@ def _varies(kind: str, values: list, classes: list) -> bool:
 
 
 def _softmaxes(model, probs: np.ndarray) -> list[np.ndarray]:
-    """A question's probabilities as softmax matrices: its own, or one [no, yes] matrix per
-    label of a multi_choice question."""
+    """One question's probabilities, one array per softmax: a choice or rating question's own
+    matrix, and one binary column per label of a multi_choice question (each label is its own
+    logistic model; sampling reads a column as a yes/no problem's yes)."""
     if model.kind != "multi_choice":
         return [probs]
-    return [np.column_stack([1.0 - probs[:, j], probs[:, j]]) for j in range(probs.shape[1])]
+    return [probs[:, column] for column in range(probs.shape[1])]
 
 
 def _badge_inputs(models: dict, probs: dict) -> list[np.ndarray]:
-    """One probability matrix per softmax: a choice or rating question's own, and one binary
-    column per label of a multi_choice question (each label is its own logistic model)."""
-    inputs: list[np.ndarray] = []
-    for key, model in models.items():
-        if model.kind == "multi_choice":
-            inputs.extend(probs[key][:, column] for column in range(probs[key].shape[1]))
-        else:
-            inputs.append(probs[key])
-    return inputs
+    """Every question's softmaxes (_softmaxes), as badge, ALFA-Mix and margin read them."""
+    return [part for key, model in models.items() for part in _softmaxes(model, probs[key])]
 
 
 def _alfamix_flips(models: dict, X: np.ndarray, train: dict, asked: np.ndarray) -> np.ndarray:
@@ -217,8 +211,8 @@ def _predictions_json(
     control items, whose labels measure the model and so must not be anchored by it. The value
     is the argmax of ``decide_by`` (the class-balanced model's probabilities, as
     classifiers.predict decides; for multi_choice, the list of options at 0.5 or more), the
-    probabilities ``shown``'s (calibrated): a suggestion may
-    name a class less likely than another but far more likely than its share of the labels.
+    probabilities ``shown``'s (calibrated): a suggestion may name a class less likely than
+    another but far more likely than its share of the labels.
 
     Formatted from a template per question: a dict and json.dumps per item took 6x longer at
     100k items.
